@@ -1,0 +1,197 @@
+//! The hidden `lockbench worker` subcommand: one pull or one reader, in its own process, so lock
+//! contention between workers goes through real kernel fcntl locks as between podman processes.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use store_core::{ExtractMode, Store, StoreOptions, monotonic_ns};
+
+use crate::protocol::{GO, READY, ReaderOp, Record, STOP, Sink};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Pull,
+    Read,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub role: Role,
+    #[arg(long)]
+    pub store: PathBuf,
+    #[arg(long)]
+    pub mode: ExtractMode,
+    /// Label used in file names and reports, e.g. `pull-0`.
+    #[arg(long)]
+    pub label: String,
+    /// NDJSON events file.
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Pull: the OCI layout `DIR[:TAG]`. Read: the store image to create containers from.
+    #[arg(long)]
+    pub image: String,
+    /// Reader think time between rounds, so readers sample the store rather than saturate the CPU.
+    #[arg(long, default_value_t = 10)]
+    pub pause_ms: u64,
+}
+
+/// Splits `DIR[:TAG]`: a path that exists as a whole wins, so directories with `:` still work.
+pub fn split_reference(reference: &str) -> (PathBuf, Option<String>) {
+    let whole = PathBuf::from(reference);
+    if whole.exists() {
+        return (whole, None);
+    }
+    match reference.rsplit_once(':') {
+        Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() && !tag.contains('/') => {
+            (PathBuf::from(dir), Some(tag.to_string()))
+        }
+        _ => (whole, None),
+    }
+}
+
+pub fn main(args: WorkerArgs) -> Result<ExitCode> {
+    let sink = Arc::new(Sink::create(&args.events)?);
+    let result = run(&args, &sink);
+    if let Err(e) = &result {
+        sink.write(Record::Error {
+            message: crate::one_line(e),
+        });
+    }
+    // Even after a failure the events so far are worth keeping.
+    let flushed = sink.finish();
+    result?;
+    flushed?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
+    let observer: Arc<dyn store_core::Observer> = sink.clone();
+    let opts = StoreOptions {
+        extract_mode: args.mode,
+        durable: false,
+        observer: Some(observer),
+    };
+    let store = Store::open(&args.store, opts)
+        .with_context(|| format!("opening store {}", args.store.display()))?;
+    let mut stdin = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{READY}")?;
+    stdout.flush()?;
+    let mut line = String::new();
+    stdin.read_line(&mut line)?;
+    if line.trim() != GO {
+        bail!("parent went away before the start signal");
+    }
+    match args.role {
+        Role::Pull => pull(args, &store, sink),
+        Role::Read => {
+            drop(stdin);
+            read(args, &store, sink)
+        }
+    }
+}
+
+fn pull(args: &WorkerArgs, store: &Store, sink: &Sink) -> Result<()> {
+    let (dir, tag) = split_reference(&args.image);
+    let start = monotonic_ns();
+    let outcome = store_core::oci::pull(store, &dir, tag.as_deref(), args.mode)
+        .with_context(|| format!("pulling {}", args.image))?;
+    sink.write(Record::Pull {
+        image: args.image.clone(),
+        start_mono_ns: start,
+        duration_ns: monotonic_ns() - start,
+        bytes: outcome.bytes,
+        layers_created: outcome.layers_created,
+        layers_reused: outcome.layers_reused,
+    });
+    Ok(())
+}
+
+/// Until the parent says `stop`: create a container (what `podman run` does to the store), list
+/// layers, delete the container; each call timed.
+fn read(args: &WorkerArgs, store: &Store, sink: &Sink) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            if line.map(|l| l.trim() == STOP).unwrap_or(true) {
+                break;
+            }
+        }
+        // EOF counts as stop too: the parent is gone.
+        flag.store(true, Ordering::SeqCst);
+    });
+    let mut errors = 0u64;
+    let mut round = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let name = format!("{}-{round}", args.label);
+        let created = timed(sink, ReaderOp::CreateContainer, &mut errors, || {
+            store
+                .create_container(&args.image, Some(&name))
+                .map(|c| c.id)
+        });
+        timed(sink, ReaderOp::ListLayers, &mut errors, || {
+            store.layers().map(|_| ())
+        });
+        if let Some(id) = created {
+            timed(sink, ReaderOp::DeleteContainer, &mut errors, || {
+                store.delete_container(&id)
+            });
+        }
+        round += 1;
+        std::thread::sleep(Duration::from_millis(args.pause_ms));
+    }
+    if errors > 0 {
+        bail!("{errors} of the reader's store operations failed (see its events file)");
+    }
+    Ok(())
+}
+
+fn timed<T>(
+    sink: &Sink,
+    op: ReaderOp,
+    errors: &mut u64,
+    f: impl FnOnce() -> Result<T, store_core::StoreError>,
+) -> Option<T> {
+    let start = monotonic_ns();
+    let result = f();
+    let duration_ns = monotonic_ns() - start;
+    let error = result.as_ref().err().map(|e| e.to_string());
+    *errors += u64::from(error.is_some());
+    sink.write(Record::Op {
+        op,
+        start_mono_ns: start,
+        duration_ns,
+        error,
+    });
+    result.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_tag_unless_path_exists() {
+        assert_eq!(
+            split_reference("/no/such/dir:v1"),
+            (PathBuf::from("/no/such/dir"), Some("v1".to_string()))
+        );
+        assert_eq!(
+            split_reference("/no/such/dir"),
+            (PathBuf::from("/no/such/dir"), None)
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let odd = tmp.path().join("a:b");
+        std::fs::create_dir(&odd).unwrap();
+        let s = odd.to_str().unwrap();
+        assert_eq!(split_reference(s), (odd.clone(), None));
+    }
+}

@@ -1,0 +1,369 @@
+//! The `lockbench` binary end to end: a tiny run, and bad input that must fail clearly.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lockbench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lockbench"))
+        .args(args)
+        .output()
+        .expect("lockbench runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tiny_run(out: &Path, modes: &str) -> Output {
+    lockbench(&[
+        "run",
+        "--pulls",
+        "2",
+        "--readers",
+        "1",
+        "--modes",
+        modes,
+        "--image-size",
+        "1M",
+        "--layers",
+        "2",
+        "--trace",
+        "off",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(out.join("report.json")).expect("report.json written"))
+        .expect("report.json parses")
+}
+
+#[test]
+fn tiny_run_writes_table_report_and_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = tiny_run(&out, "locked,staged,isolated");
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "run failed: {stderr}");
+    for word in [
+        "makespan",
+        "locked",
+        "staged",
+        "isolated",
+        "layers.lock W hold p99",
+    ] {
+        assert!(stdout.contains(word), "table lacks {word:?}:\n{stdout}");
+    }
+    let report = report(&out);
+    assert_eq!(report["failed"], false);
+    let modes = report["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 3);
+    for m in modes {
+        let pulls = m["pulls"].as_array().unwrap();
+        assert_eq!(pulls.len(), 2, "{}", m["mode"]);
+        assert!(pulls.iter().all(|p| p["duration_ns"].as_u64().unwrap() > 0));
+        assert!(m["makespan_median_ns"].as_u64().unwrap() > 0);
+        assert_eq!(m["store_report"]["source"], "store");
+        let locks = m["store_report"]["locks"].as_array().unwrap();
+        assert!(
+            locks
+                .iter()
+                .any(|l| l["key"]["name"].as_str().unwrap().ends_with("layers.lock")),
+            "{}: no layers.lock in the store report",
+            m["mode"]
+        );
+        assert!(
+            m["reader"]["all"]["count"].as_u64().unwrap() > 0,
+            "{}: no reader ops",
+            m["mode"]
+        );
+    }
+    let html = fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "report.html has no inline plot");
+    assert!(html.contains("makespan"));
+    assert!(!html.contains("<?xml"), "SVG prolog leaked into HTML");
+    assert!(out.join("plots/reader-latency.svg").is_file());
+    assert!(out.join("plots/timeline-locked.svg").is_file());
+}
+
+#[test]
+fn corrupt_blob_fails_the_run_naming_worker_and_image_but_keeps_other_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(tiny_run(&out, "staged").status.success());
+    // Flip one byte of an img-01 layer: same size, so the image cache still takes it.
+    let blobs = out.join("images/img-01/blobs/sha256");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("images/lockbench-gen.json")).unwrap()).unwrap();
+    let digest = index["images"][1]["layers"][0]["digest"].as_str().unwrap();
+    let blob = blobs.join(digest.trim_start_matches("sha256:"));
+    let mut bytes = fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&blob, bytes).unwrap();
+
+    let result = tiny_run(&out, "staged");
+    let (_, stderr) = text(&result);
+    assert!(
+        !result.status.success(),
+        "a corrupt layer must fail the run"
+    );
+    assert!(
+        stderr.contains("pull-1") && stderr.contains("img-01"),
+        "unclear error: {stderr}"
+    );
+    let report = report(&out);
+    assert_eq!(report["failed"], true);
+    let pulls = report["modes"][0]["pulls"].as_array().unwrap();
+    let ok = pulls.iter().find(|p| p["worker"] == "pull-0").unwrap();
+    assert!(
+        ok["duration_ns"].as_u64().unwrap() > 0,
+        "the healthy pull's result was lost"
+    );
+    let bad = pulls.iter().find(|p| p["worker"] == "pull-1").unwrap();
+    assert!(bad["duration_ns"].is_null());
+    assert!(bad["error"].as_str().unwrap().contains("img-01"));
+}
+
+#[test]
+fn pull_of_missing_dir_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let missing = dir.path().join("no-such-image");
+    let result = lockbench(&[
+        "pull",
+        "--store",
+        store.to_str().unwrap(),
+        "--mode",
+        "staged",
+        missing.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(stderr.contains("no-such-image"), "unclear error: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "error is not one line: {stderr}"
+    );
+}
+
+#[test]
+fn pull_of_unknown_tag_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let generated = lockbench(&[
+        "gen",
+        "--out",
+        images.to_str().unwrap(),
+        "--images",
+        "1",
+        "--layers",
+        "1",
+        "--layer-size",
+        "64K",
+    ]);
+    assert!(generated.status.success(), "{}", text(&generated).1);
+    let store = dir.path().join("store");
+    let image = images.join("img-00");
+    let pull = |reference: String| {
+        lockbench(&[
+            "pull",
+            "--store",
+            store.to_str().unwrap(),
+            "--mode",
+            "locked",
+            &reference,
+        ])
+    };
+    let result = pull(format!("{}:nosuchtag", image.display()));
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(stderr.contains("nosuchtag"), "unclear error: {stderr}");
+
+    let ok = pull(format!("{}:latest", image.display()));
+    assert!(ok.status.success(), "{}", text(&ok).1);
+    assert!(text(&ok).0.contains("1 layers created"));
+}
+
+#[test]
+fn bad_size_and_mode_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = lockbench(&[
+        "gen",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--layer-size",
+        "12Q",
+    ]);
+    assert!(!result.status.success());
+    assert!(text(&result).1.contains("12Q"));
+    let result = lockbench(&[
+        "run",
+        "--modes",
+        "locked,fast",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!result.status.success());
+    assert!(text(&result).1.contains("fast"));
+}
+
+/// Unmounts on drop, so a failing assertion does not leave a mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_fails_the_run_naming_the_workers() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs to fill up needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stores = out.join("stores");
+    fs::create_dir_all(&stores).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1500k", "lockbench-test"])
+        .arg(&stores)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    }
+    let _mount = Mount(stores);
+    let result = lockbench(&[
+        "run",
+        "--pulls",
+        "2",
+        "--readers",
+        "1",
+        "--modes",
+        "staged",
+        "--image-size",
+        "4M",
+        "--layers",
+        "2",
+        "--trace",
+        "off",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success(), "a full disk must fail the run");
+    assert!(
+        stderr.contains("No space left on device"),
+        "unclear error: {stderr}"
+    );
+    assert!(
+        stderr.contains("pull-0 (img-00)") || stderr.contains("pull-1 (img-01)"),
+        "{stderr}"
+    );
+    assert_eq!(report(&out)["failed"], true);
+}
+
+/// The `locktrace` binary `--trace` would use: next to lockbench, as the workspace builds it.
+fn sibling_locktrace() -> Option<std::path::PathBuf> {
+    let bin = Path::new(env!("CARGO_BIN_EXE_lockbench")).with_file_name("locktrace");
+    bin.is_file().then_some(bin)
+}
+
+#[test]
+fn trace_on_without_locktrace_fails_clearly() {
+    if sibling_locktrace().is_some() {
+        eprintln!("skipped: locktrace is built next to lockbench, so --trace on would trace");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let result = Command::new(env!("CARGO_BIN_EXE_lockbench"))
+        .args(["run", "--trace", "on", "--quiet", "--out"])
+        .arg(dir.path())
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("--trace on") && stderr.contains("locktrace"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("images").exists(),
+        "failed late, after generating images"
+    );
+}
+
+#[test]
+fn trace_on_adds_kernel_figures_that_agree_with_the_store() {
+    let Some(locktrace) = sibling_locktrace() else {
+        eprintln!("skipped: no locktrace binary next to lockbench (cargo build -p locktrace)");
+        return;
+    };
+    let doctor = Command::new(&locktrace).arg("doctor").output().unwrap();
+    if !doctor.status.success() {
+        eprintln!("skipped: locktrace cannot trace on this machine (see `locktrace doctor`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = lockbench(&[
+        "run",
+        "--pulls",
+        "2",
+        "--readers",
+        "1",
+        "--modes",
+        "locked",
+        "--image-size",
+        "1M",
+        "--layers",
+        "2",
+        "--trace",
+        "on",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stdout.contains("kernel"), "no kernel rows:\n{stdout}");
+    let report = report(&out);
+    let mode = &report["modes"][0];
+    assert_eq!(mode["kernel_report"]["source"], "kernel");
+    let write_holds = |r: &serde_json::Value| -> u64 {
+        r["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["key"]["name"].as_str().unwrap().ends_with("layers.lock"))
+            .map(|l| {
+                l["modes"]["write"]["hold"]["summary"]["count"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let (store, kernel) = (
+        write_holds(&mode["store_report"]),
+        write_holds(&mode["kernel_report"]),
+    );
+    assert!(store > 0);
+    assert_eq!(
+        store, kernel,
+        "store and kernel disagree on layers.lock write holds"
+    );
+}

@@ -1,0 +1,228 @@
+use std::collections::{BTreeMap, HashMap};
+
+use hdrhistogram::Histogram;
+
+use crate::error::ReportError;
+use crate::histogram::new_histogram;
+use crate::model::{
+    Actor, ActorStat, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
+    ReportMeta, SCHEMA_VERSION, Summary, TOP_ACTORS, TryCounts, TryOutcome,
+};
+
+/// Aggregates individual lock samples into a [`Report`].
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    locks: BTreeMap<LockKey, BTreeMap<Mode, ModeAcc>>,
+}
+
+/// Everything known about one mode of one lock: (count, total) per actor for the top lists.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ModeAcc {
+    wait: MetricAcc,
+    hold: MetricAcc,
+    tries: TryCounts,
+    waiters: HashMap<Actor, (u64, u64)>,
+    holders: HashMap<Actor, (u64, u64)>,
+}
+
+impl ModeAcc {
+    /// Adds a stored mode report (histograms decoded, counts and top lists summed).
+    pub(crate) fn absorb(
+        &mut self,
+        lock: &LockReport,
+        mode: Mode,
+        report: &ModeReport,
+    ) -> Result<(), ReportError> {
+        for metric in Metric::ALL {
+            let hist = lock.histogram(mode, metric)?;
+            let acc = match metric {
+                Metric::Wait => &mut self.wait,
+                Metric::Hold => &mut self.hold,
+            };
+            acc.absorb(&hist, &report.metric(metric).summary)
+                .map_err(|reason| ReportError::Histogram {
+                    lock: lock.key.to_string(),
+                    mode,
+                    metric,
+                    reason,
+                })?;
+        }
+        self.tries.add(&report.tries);
+        add_actors(&mut self.waiters, &report.top_waiters);
+        add_actors(&mut self.holders, &report.top_holders);
+        Ok(())
+    }
+
+    pub(crate) fn report(&self) -> ModeReport {
+        ModeReport {
+            wait: self.wait.report(),
+            hold: self.hold.report(),
+            tries: self.tries,
+            top_waiters: top_actors(&self.waiters),
+            top_holders: top_actors(&self.holders),
+        }
+    }
+}
+
+fn add_actors(into: &mut HashMap<Actor, (u64, u64)>, stats: &[ActorStat]) {
+    for a in stats {
+        let actor = Actor {
+            pid: a.pid,
+            comm: a.comm.clone(),
+        };
+        let e = into.entry(actor).or_default();
+        e.0 += a.count;
+        e.1 = e.1.saturating_add(a.total);
+    }
+}
+
+/// A histogram plus the exact values the histogram can only approximate.
+#[derive(Debug, Clone)]
+struct MetricAcc {
+    hist: Histogram<u64>,
+    total: u64,
+    min: u64,
+    max: u64,
+}
+
+impl Default for MetricAcc {
+    fn default() -> Self {
+        MetricAcc {
+            hist: new_histogram(),
+            total: 0,
+            min: u64::MAX,
+            max: 0,
+        }
+    }
+}
+
+impl MetricAcc {
+    fn record(&mut self, nanos: u64) {
+        // Auto-resizing histograms only refuse values beyond what the bucket math can cover (~2^63ns,
+        // centuries); clamp those rather than lose the sample. `saturating_record` alone would clamp
+        // to the current size instead of growing.
+        if self.hist.record(nanos).is_err() {
+            self.hist.saturating_record(nanos);
+        }
+        self.total = self.total.saturating_add(nanos);
+        self.min = self.min.min(nanos);
+        self.max = self.max.max(nanos);
+    }
+
+    /// Adds a stored metric; `min`/`max`/`total` stay exact because the summary carries them.
+    fn absorb(&mut self, hist: &Histogram<u64>, summary: &Summary) -> Result<(), String> {
+        if hist.is_empty() {
+            return Ok(());
+        }
+        self.hist.add(hist).map_err(|e| format!("{e:?}"))?;
+        self.total = self.total.saturating_add(summary.total);
+        self.min = self.min.min(summary.min);
+        self.max = self.max.max(summary.max);
+        Ok(())
+    }
+
+    fn report(&self) -> MetricReport {
+        let min = if self.hist.is_empty() { 0 } else { self.min };
+        // Encoding an in-memory histogram into a Vec cannot fail.
+        MetricReport::from_histogram(&self.hist, self.total, min, self.max)
+            .expect("in-memory histogram encodes")
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Recorder::default()
+    }
+
+    pub fn record(
+        &mut self,
+        lock: &LockKey,
+        mode: Mode,
+        metric: Metric,
+        nanos: u64,
+        actor: &Actor,
+    ) {
+        let acc = self.mode_acc(lock, mode);
+        let (metric_acc, actors) = match metric {
+            Metric::Wait => (&mut acc.wait, &mut acc.waiters),
+            Metric::Hold => (&mut acc.hold, &mut acc.holders),
+        };
+        metric_acc.record(nanos);
+        // Look up before inserting so the common case does not clone the actor's name.
+        match actors.get_mut(actor) {
+            Some(entry) => {
+                entry.0 += 1;
+                entry.1 = entry.1.saturating_add(nanos);
+            }
+            None => {
+                actors.insert(actor.clone(), (1, nanos));
+            }
+        }
+    }
+
+    pub fn record_try(&mut self, lock: &LockKey, mode: Mode, outcome: TryOutcome) {
+        self.mode_acc(lock, mode).tries.count(outcome);
+    }
+
+    pub fn finish(self, meta: ReportMeta) -> Report {
+        self.snapshot(meta)
+    }
+
+    /// The report so far, leaving the recorder untouched (for periodic live output).
+    pub fn snapshot(&self, meta: ReportMeta) -> Report {
+        let locks = self
+            .locks
+            .iter()
+            .map(|(key, modes)| LockReport {
+                key: key.clone(),
+                modes: modes
+                    .iter()
+                    .map(|(mode, acc)| (*mode, acc.report()))
+                    .collect(),
+            })
+            .collect();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            meta,
+            locks,
+        }
+    }
+
+    fn mode_acc(&mut self, lock: &LockKey, mode: Mode) -> &mut ModeAcc {
+        // Avoid cloning the key on the hot path when the lock is already known.
+        if !self.locks.contains_key(lock) {
+            self.locks.insert(lock.clone(), BTreeMap::new());
+        }
+        self.locks
+            .get_mut(lock)
+            .expect("inserted above")
+            .entry(mode)
+            .or_default()
+    }
+}
+
+fn top_actors(actors: &HashMap<Actor, (u64, u64)>) -> Vec<ActorStat> {
+    top_n(
+        actors
+            .iter()
+            .map(|(actor, (count, total))| ActorStat {
+                pid: actor.pid,
+                comm: actor.comm.clone(),
+                count: *count,
+                total: *total,
+            })
+            .collect(),
+    )
+}
+
+/// Keeps the [`TOP_ACTORS`] largest by total time, ties broken by pid so output is deterministic.
+fn top_n(mut stats: Vec<ActorStat>) -> Vec<ActorStat> {
+    stats.sort_by(|a, b| {
+        b.total
+            .cmp(&a.total)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.comm.cmp(&b.comm))
+    });
+    stats.truncate(TOP_ACTORS);
+    stats
+}

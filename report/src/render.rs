@@ -1,0 +1,158 @@
+use std::fmt::Write;
+
+use crate::model::{ActorStat, Metric, ModeReport, Report, Summary};
+
+/// Three significant digits in the largest unit that keeps the number at least 1:
+/// "850ns", "12.3µs", "4.56ms", "1.20s".
+pub fn human_duration(nanos: u64) -> String {
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    const UNITS: [(f64, &str); 3] = [(1e3, "µs"), (1e6, "ms"), (1e9, "s")];
+    let mut idx = if nanos < 1_000_000 {
+        0
+    } else if nanos < 1_000_000_000 {
+        1
+    } else {
+        2
+    };
+    loop {
+        let (scale, unit) = UNITS[idx];
+        let value = nanos as f64 / scale;
+        let decimals = if value < 9.995 {
+            2
+        } else if value < 99.95 {
+            1
+        } else {
+            0
+        };
+        // 999.7µs must print as "1.00ms", not "1000µs".
+        if value >= 999.5 && idx + 1 < UNITS.len() {
+            idx += 1;
+            continue;
+        }
+        return format!("{value:.decimals$}{unit}");
+    }
+}
+
+const COLUMNS: [&str; 8] = [
+    "count", "p50", "p90", "p99", "p99.9", "max", "mean", "total",
+];
+
+/// The human-readable form of a report: per lock and mode, a wait/hold table, try-lock outcomes and
+/// the top waiters and holders; then source and drop accounting.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let meta = &report.meta;
+    let _ = write!(out, "{} report, source: {}", meta.tool, meta.source);
+    if let Some(attach) = &meta.attach {
+        let _ = write!(out, ", attach: {attach}");
+    }
+    if let Some(kernel) = &meta.kernel {
+        let _ = write!(out, ", kernel: {kernel}");
+    }
+    let _ = writeln!(out, ", duration: {}", human_duration(meta.duration_ns));
+    if !meta.command.is_empty() {
+        let _ = writeln!(out, "command: {}", meta.command.join(" "));
+    }
+    for (k, v) in &meta.labels {
+        let _ = writeln!(out, "label {k}={v}");
+    }
+    if report.locks.is_empty() {
+        let _ = writeln!(out, "\nno lock activity recorded");
+    }
+    for lock in &report.locks {
+        let _ = write!(out, "\n{}", lock.key);
+        if lock.key.path.is_some() {
+            let _ = write!(out, " ({})", lock.key.name);
+        }
+        out.push('\n');
+        for (mode, mode_report) in &lock.modes {
+            let _ = writeln!(out, "  {mode}");
+            render_mode(&mut out, mode_report);
+        }
+    }
+    let drops = &meta.drops;
+    if drops.total() == 0 {
+        let _ = writeln!(out, "\ndrops: none");
+    } else {
+        let _ = writeln!(
+            out,
+            "\ndrops: {} (ringbuf lost {}, map full {}, unmatched releases {}, still held at end {}, unresolved names {}) — histograms are incomplete",
+            drops.total(),
+            drops.ringbuf_lost,
+            drops.map_full,
+            drops.unmatched_releases,
+            drops.still_held_at_end,
+            drops.unresolved_names
+        );
+    }
+    out
+}
+
+fn render_mode(out: &mut String, mode: &ModeReport) {
+    let _ = write!(out, "    {:<6}", "");
+    for col in COLUMNS {
+        let _ = write!(out, "{col:>9}");
+    }
+    out.push('\n');
+    for metric in Metric::ALL {
+        let s = &mode.metric(metric).summary;
+        let _ = write!(out, "    {:<6}", metric.as_str());
+        let _ = write!(out, "{:>9}", s.count);
+        for v in time_columns(s) {
+            let _ = write!(out, "{:>9}", human_duration(v));
+        }
+        out.push('\n');
+    }
+    let t = &mode.tries;
+    if t.total() > 0 {
+        let _ = writeln!(
+            out,
+            "    tries: {} acquired, {} refused, {} errors, {} interrupted",
+            t.acquired, t.refused, t.errors, t.interrupted
+        );
+    }
+    render_actors(out, "top waiters", &mode.top_waiters);
+    render_actors(out, "top holders", &mode.top_holders);
+}
+
+fn time_columns(s: &Summary) -> [u64; 7] {
+    [s.p50, s.p90, s.p99, s.p999, s.max, s.mean, s.total]
+}
+
+fn render_actors(out: &mut String, title: &str, actors: &[ActorStat]) {
+    if actors.is_empty() {
+        return;
+    }
+    let list: Vec<String> = actors
+        .iter()
+        .map(|a| {
+            format!(
+                "{}[{}] {} ×{}",
+                a.comm,
+                a.pid,
+                human_duration(a.total),
+                a.count
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "    {title}: {}", list.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_duration(0), "0ns");
+        assert_eq!(human_duration(850), "850ns");
+        assert_eq!(human_duration(12_345), "12.3µs");
+        assert_eq!(human_duration(4_560_000), "4.56ms");
+        assert_eq!(human_duration(1_200_000_000), "1.20s");
+        assert_eq!(human_duration(999_700), "1.00ms");
+        assert_eq!(human_duration(9_999), "10.0µs");
+        assert_eq!(human_duration(3_600_000_000_000), "3600s");
+    }
+}

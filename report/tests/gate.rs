@@ -1,0 +1,326 @@
+mod common;
+
+use common::{report, spread};
+use locktrace_report::gate::{
+    Baseline, Budget, CheckKind, CmpOp, GateConfig, Verdict, evaluate, parse_budgets,
+    parse_duration,
+};
+use locktrace_report::{Metric, Mode, Report, Statistic};
+
+fn budgets(exprs: &[&str]) -> Vec<Budget> {
+    exprs.iter().map(|e| e.parse().unwrap()).collect()
+}
+
+/// layers.lock: write hold 1..=100ms spread (p99 ≈ 99ms), write wait 1µs..1ms; images.lock: read wait.
+fn sample_report(scale: u64) -> Report {
+    let hold = spread(1000, 1_000_000 * scale, 100_000_000 * scale);
+    let wait = spread(200, 1_000, 1_000_000);
+    let img = spread(30, 500, 50_000);
+    report(&[
+        (
+            "overlay-layers/layers.lock",
+            Mode::Write,
+            Metric::Hold,
+            &hold,
+        ),
+        (
+            "overlay-layers/layers.lock",
+            Mode::Write,
+            Metric::Wait,
+            &wait,
+        ),
+        ("overlay-images/images.lock", Mode::Read, Metric::Wait, &img),
+    ])
+}
+
+#[test]
+fn parses_good_expressions() {
+    let b: Budget = "layers.lock:hold:p99<=50ms".parse().unwrap();
+    assert_eq!(
+        (
+            b.lock.as_str(),
+            b.mode,
+            b.metric,
+            b.statistic,
+            b.op,
+            b.limit
+        ),
+        (
+            "layers.lock",
+            None,
+            Metric::Hold,
+            Statistic::P99,
+            CmpOp::Le,
+            50_000_000
+        )
+    );
+    let b: Budget = "*.lock:wait:max<1s".parse().unwrap();
+    assert_eq!(
+        (b.lock.as_str(), b.op, b.limit),
+        ("*.lock", CmpOp::Lt, 1_000_000_000)
+    );
+    let b: Budget = "images.lock:wait:count>=10".parse().unwrap();
+    assert_eq!(
+        (b.statistic, b.op, b.limit),
+        (Statistic::Count, CmpOp::Ge, 10)
+    );
+    let b: Budget = " layers.lock:write:hold:p999 > 1.5µs ".parse().unwrap();
+    assert_eq!(
+        (b.mode, b.statistic, b.op, b.limit),
+        (Some(Mode::Write), Statistic::P999, CmpOp::Gt, 1_500)
+    );
+    let b: Budget = "/var/lib/containers/storage/overlay-layers/layers.lock:read:wait:mean==12us"
+        .parse()
+        .unwrap();
+    assert_eq!(
+        b.lock,
+        "/var/lib/containers/storage/overlay-layers/layers.lock"
+    );
+    assert_eq!(
+        (b.mode, b.op, b.limit),
+        (Some(Mode::Read), CmpOp::Eq, 12_000)
+    );
+    // A ':' inside the lock pattern is kept when the part before the metric is not a mode.
+    let b: Budget = "c:/x.lock:hold:total<=2s".parse().unwrap();
+    assert_eq!((b.lock.as_str(), b.mode), ("c:/x.lock", None));
+    assert_eq!(parse_duration("850ns").unwrap(), 850);
+    assert_eq!(parse_duration("0.5s").unwrap(), 500_000_000);
+}
+
+#[test]
+fn rejects_bad_expressions_with_reasons() {
+    let cases = [
+        ("layers.lock:hold:p99", "no comparison"),
+        ("layers.lock:hold:p99=50ms", "use =="),
+        ("layers.lock:hold:p99<>50ms", "unknown comparison"),
+        ("layers.lock:p99<=50ms", "expected LOCK"),
+        ("layers.lock:hodl:p99<=50ms", "unknown metric"),
+        ("layers.lock:hold:p98<=50ms", "unknown statistic"),
+        ("layers.lock:hold:p99<=50", "needs a unit"),
+        ("layers.lock:hold:p99<=50min", "unknown duration unit"),
+        ("layers.lock:hold:p99<=", "needs a unit"),
+        ("layers.lock:hold:p99<=1.2.3ms", "bad number"),
+        ("layers.lock:wait:count>=10ms", "whole number"),
+        (":hold:p99<=5ms", "empty lock pattern"),
+    ];
+    for (expr, needle) in cases {
+        let err = expr.parse::<Budget>().unwrap_err().to_string();
+        assert!(err.contains(needle), "{expr}: {err}");
+        assert!(err.contains(expr), "error names the budget: {err}");
+    }
+}
+
+#[test]
+fn budgets_file_holds_expressions_and_structured_entries() {
+    let text = r#"
+        [[budget]]
+        expr = "layers.lock:hold:p99<=50ms"
+
+        [[budget]]
+        lock = "images.lock"
+        mode = "read"
+        metric = "wait"
+        stat = "count"
+        op = ">="
+        limit = 10
+    "#;
+    let b = parse_budgets(text, "b.toml".as_ref()).unwrap();
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[0].limit, 50_000_000);
+    assert_eq!(
+        (b[1].mode, b[1].statistic, b[1].limit),
+        (Some(Mode::Read), Statistic::Count, 10)
+    );
+
+    for (bad, needle) in [
+        ("", "no [[budget]]"),
+        ("[[budget]]\nexpr = \"x\"\nlock = \"y\"", "either `expr`"),
+        ("[[budget]]\nexprr = \"x\"", "unknown field"),
+        ("[[budget]]\nexpr = \"a:hold:p99<=5\"", "budget #1"),
+        ("[[budget", "b.toml"),
+    ] {
+        let err = parse_budgets(bad, "b.toml".as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{bad:?}: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
+fn budgets_pass_and_fail_with_measured_value_and_limit() {
+    let r = sample_report(1);
+    let config = GateConfig {
+        budgets: budgets(&[
+            "layers.lock:hold:p99<=50ms",
+            "*.lock:wait:max<1s",
+            "images.lock:wait:count>=10",
+        ]),
+        ..GateConfig::default()
+    };
+    let result = evaluate(&r, &config);
+    assert_eq!(result.exit_code, 1);
+    assert_eq!(result.verdict, Verdict::Fail);
+    let fail: Vec<_> = result
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .collect();
+    assert_eq!(fail.len(), 1);
+    let f = fail[0];
+    assert_eq!(f.lock.as_deref(), Some("overlay-layers/layers.lock"));
+    assert!(f.measured.unwrap() > 50_000_000);
+    assert!(
+        f.message.contains("layers.lock:hold:p99<=50ms"),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("measured 99"), "{}", f.message);
+    assert!(f.message.contains("limit <= 50.0ms"), "{}", f.message);
+    // *.lock matched both locks' wait (one mode each) and passed; count check passed.
+    assert_eq!(result.count(Verdict::Pass), 3);
+    let text = result.render_text();
+    assert!(text.lines().next().unwrap().starts_with("FAIL"), "{text}");
+    assert!(text.contains("1 failed"), "{text}");
+
+    let ok = evaluate(
+        &r,
+        &GateConfig {
+            budgets: budgets(&["layers.lock:write:hold:p99<=150ms"]),
+            ..GateConfig::default()
+        },
+    );
+    assert_eq!((ok.exit_code, ok.verdict), (0, Verdict::Pass));
+}
+
+#[test]
+fn too_few_samples_are_inconclusive_not_passed() {
+    let r = sample_report(1);
+    let config = GateConfig {
+        budgets: budgets(&["images.lock:wait:p99<=1s", "images.lock:wait:count>=10"]),
+        min_samples: 100,
+        ..GateConfig::default()
+    };
+    let result = evaluate(&r, &config);
+    let p99 = &result.checks[0];
+    assert_eq!(p99.verdict, Verdict::Inconclusive);
+    assert!(
+        p99.message.contains("only 30 samples (need 100)"),
+        "{}",
+        p99.message
+    );
+    // Count is the measurement itself; it never needs a minimum.
+    assert_eq!(result.checks[1].verdict, Verdict::Pass);
+    assert_eq!(result.exit_code, 0);
+    let junit = result.to_junit();
+    assert!(
+        junit.contains("<skipped message=\"budget images.lock:wait:p99&lt;=1s"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(r#"tests="2" failures="0" errors="0" skipped="1""#),
+        "{junit}"
+    );
+}
+
+#[test]
+fn missing_lock_or_mode_cannot_be_evaluated() {
+    let r = sample_report(1);
+    for expr in [
+        "containers.lock:hold:p99<=1s",
+        "images.lock:write:wait:p99<=1s",
+    ] {
+        let result = evaluate(
+            &r,
+            &GateConfig {
+                budgets: budgets(&[expr, "layers.lock:hold:p99<=1ms"]),
+                ..GateConfig::default()
+            },
+        );
+        // A broken budget outranks a failing one: exit 2.
+        assert_eq!(result.exit_code, 2, "{expr}");
+        assert_eq!(result.checks[0].verdict, Verdict::Error);
+        assert!(result.checks[0].message.contains(expr));
+        assert!(result.to_junit().contains("<error message="));
+    }
+    let nothing = evaluate(&r, &GateConfig::default());
+    assert_eq!(nothing.exit_code, 2);
+}
+
+#[test]
+fn regression_against_baseline() {
+    let base = sample_report(1);
+    let slower = sample_report(2); // every hold statistic doubles
+    let config = |b| GateConfig {
+        baseline: Some(Baseline {
+            report: b,
+            tolerance_pct: 10.0,
+        }),
+        min_samples: 50,
+        ..GateConfig::default()
+    };
+    let result = evaluate(&slower, &config(&base));
+    assert_eq!(result.exit_code, 1);
+    let failed: Vec<_> = result
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .collect();
+    assert_eq!(failed.len(), 2, "hold p50 and p99");
+    for c in &failed {
+        assert_eq!(c.kind, CheckKind::Regression);
+        assert_eq!(c.metric, Some(Metric::Hold));
+        let (m, b) = (c.measured.unwrap() as f64, c.baseline.unwrap() as f64);
+        assert!((m / b - 2.0).abs() < 0.01, "{}", c.message);
+        assert!(
+            c.message.contains("baseline") && c.message.contains("limit"),
+            "{}",
+            c.message
+        );
+    }
+    // images.lock has 30 samples < 50: inconclusive, and the empty hold histograms too.
+    let images: Vec<_> = result
+        .checks
+        .iter()
+        .filter(|c| c.lock.as_deref() == Some("overlay-images/images.lock"))
+        .collect();
+    assert!(!images.is_empty());
+    assert!(images.iter().all(|c| c.verdict == Verdict::Inconclusive));
+
+    // Same data against itself: no failures. Faster than baseline is never a regression.
+    assert_eq!(evaluate(&base, &config(&base)).exit_code, 0);
+    assert_eq!(evaluate(&base, &config(&slower)).exit_code, 0);
+
+    // A lock that disappeared from the run is reported, not silently passed.
+    let fewer = report(&[(
+        "overlay-layers/layers.lock",
+        Mode::Write,
+        Metric::Hold,
+        &spread(1000, 1_000_000, 100_000_000),
+    )]);
+    let gone = evaluate(&fewer, &config(&base));
+    assert!(
+        gone.checks
+            .iter()
+            .any(|c| c.verdict == Verdict::Inconclusive
+                && c.message.contains("in the baseline but not in this report"))
+    );
+}
+
+#[test]
+fn json_verdict_carries_checks() {
+    let r = sample_report(1);
+    let result = evaluate(
+        &r,
+        &GateConfig {
+            budgets: budgets(&["layers.lock:hold:p99<=50ms"]),
+            ..GateConfig::default()
+        },
+    );
+    let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+    assert_eq!(json["verdict"], "fail");
+    assert_eq!(json["exit_code"], 1);
+    assert_eq!(json["checks"][0]["limit"], 50_000_000);
+    assert_eq!(json["checks"][0]["statistic"], "p99");
+    assert_eq!(json["checks"][0]["mode"], "write");
+}

@@ -1,0 +1,21 @@
+//! A container layer/image/container store that mirrors containers/storage's on-disk layout and lock
+//! discipline, so lock-contention results measured against it transfer to podman, buildah and CRI-O.
+//!
+//! Layout under the graph root, lock order, extraction modes and crash recovery: see `README.md` and
+//! [`lockfile`] (where the lock order is enforced).
+
+mod archive;
+mod error;
+pub mod lockfile;
+mod observer;
+pub mod oci;
+mod record;
+pub mod staging;
+mod store;
+mod sys;
+
+pub use archive::Compression;
+pub use error::StoreError;
+pub use observer::{EventKind, Observer, Op, StoreEvent, monotonic_ns};
+pub use record::{Container, IdMap, Image, Layer, LayerRequest};
+pub use store::{ExtractMode, Store, StoreOptions};

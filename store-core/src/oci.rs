@@ -1,0 +1,349 @@
+//! A "pull" from an OCI image layout directory: `index.json` → manifest → config and layer blobs, every blob
+//! checked against its descriptor's digest and size, layers created in parent order with their chain ID as
+//! layer ID (existing ones reused), then the image record (ID = config digest hex).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::StoreError;
+use crate::observer::Op;
+use crate::record::{Image, LayerRequest};
+use crate::store::{ExtractMode, Store};
+
+/// The annotation that names an image in an index (a tag such as `latest` or a full reference).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Manifests and configs are small; refuse absurd ones instead of reading them into memory.
+const MAX_JSON_BLOB: u64 = 16 << 20;
+
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullOutcome {
+    pub image: Image,
+    /// Layers this pull extracted.
+    pub layers_created: usize,
+    /// Layers already in the store (including ones another process committed while we extracted).
+    pub layers_reused: usize,
+    /// Uncompressed bytes of the layers this pull created.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct Config {
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// The hex part of a `sha256:` digest, checked so it is safe to use as a file or layer name.
+fn digest_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
+}
+
+/// Reads a layout, naming the layout directory in every error.
+struct Layout<'a> {
+    dir: &'a Path,
+}
+
+impl Layout<'_> {
+    fn err(&self, msg: impl Into<String>) -> StoreError {
+        StoreError::Oci {
+            dir: self.dir.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let hex = digest_hex(digest)
+            .ok_or_else(|| self.err(format!("unsupported or malformed digest {digest:?}")))?;
+        Ok(self.dir.join("blobs/sha256").join(hex))
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> Result<File, StoreError> {
+        let path = self.blob_path(&desc.digest)?;
+        let f = File::open(&path).map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?;
+        let len = f
+            .metadata()
+            .map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?
+            .len();
+        if len != desc.size {
+            return Err(StoreError::BlobMismatch {
+                blob: desc.digest.clone(),
+                msg: format!("size is {len} bytes but the descriptor says {}", desc.size),
+            });
+        }
+        Ok(f)
+    }
+
+    /// A small JSON blob, verified and parsed.
+    fn json_blob<T: DeserializeOwned>(
+        &self,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        if desc.size > MAX_JSON_BLOB {
+            return Err(self.err(format!(
+                "{what} {} is {} bytes; too large",
+                desc.digest, desc.size
+            )));
+        }
+        let mut data = Vec::with_capacity(desc.size as usize);
+        self.open_blob(desc)?
+            .read_to_end(&mut data)
+            .map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        if actual != desc.digest {
+            return Err(StoreError::BlobMismatch {
+                blob: desc.digest.clone(),
+                msg: format!("content hashes to {actual}"),
+            });
+        }
+        serde_json::from_slice(&data).map_err(|e| self.err(format!("{what} {}: {e}", desc.digest)))
+    }
+
+    fn select(&self, index: &Index, reference: Option<&str>) -> Result<Descriptor, StoreError> {
+        let found = match reference {
+            None if index.manifests.len() == 1 => return Ok(index.manifests[0].clone()),
+            None => {
+                return Err(self.err(format!(
+                    "index.json lists {} manifests; give a reference (tag or sha256: digest)",
+                    index.manifests.len()
+                )));
+            }
+            Some(r) if r.starts_with("sha256:") => index.manifests.iter().find(|m| m.digest == r),
+            Some(r) => index
+                .manifests
+                .iter()
+                .find(|m| m.annotations.get(REF_NAME).is_some_and(|n| n == r)),
+        };
+        found.cloned().ok_or_else(|| {
+            let available: Vec<&str> = index
+                .manifests
+                .iter()
+                .map(|m| {
+                    m.annotations
+                        .get(REF_NAME)
+                        .map_or(m.digest.as_str(), String::as_str)
+                })
+                .collect();
+            StoreError::UnknownReference {
+                dir: self.dir.to_path_buf(),
+                reference: reference.unwrap_or_default().to_string(),
+                available: if available.is_empty() {
+                    "none".into()
+                } else {
+                    available.join(", ")
+                },
+            }
+        })
+    }
+}
+
+/// Hashes a blob as it streams into extraction and fails the read at EOF if it does not match.
+struct Verifier<R> {
+    inner: R,
+    hasher: Sha256,
+    expected: String,
+    mismatch: Option<String>,
+}
+
+impl<R: Read> Read for Verifier<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.hasher.update(&buf[..n]);
+            return Ok(n);
+        }
+        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+        if actual != self.expected {
+            let msg = format!("content hashes to {actual}");
+            self.mismatch = Some(msg.clone());
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+        }
+        Ok(0)
+    }
+}
+
+/// Hashes a whole file (used to tell a corrupt blob from a corrupt-but-correctly-hashed tarball).
+fn file_digest(path: &Path) -> io::Result<String> {
+    let mut h = Sha256::new();
+    io::copy(&mut BufReader::new(File::open(path)?), &mut h)?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Imports the image `reference` (a `org.opencontainers.image.ref.name` value or a `sha256:` manifest digest;
+/// `None` when the index has exactly one manifest) from the OCI layout at `layout_dir` into `store`.
+pub fn pull(
+    store: &Store,
+    layout_dir: &Path,
+    reference: Option<&str>,
+    mode: ExtractMode,
+) -> Result<PullOutcome, StoreError> {
+    let layout = Layout { dir: layout_dir };
+    if !layout_dir.is_dir() {
+        return Err(layout.err("no such directory"));
+    }
+    let index_path = layout_dir.join("index.json");
+    let index_data = match std::fs::read(&index_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(layout.err("index.json is missing"));
+        }
+        r => r.map_err(|e| layout.err(format!("index.json: {e}")))?,
+    };
+    let index: Index =
+        serde_json::from_slice(&index_data).map_err(|e| layout.err(format!("index.json: {e}")))?;
+    let mdesc = layout.select(&index, reference)?;
+    if mdesc.media_type.ends_with("image.index.v1+json")
+        || mdesc.media_type.ends_with("manifest.list.v2+json")
+    {
+        return Err(layout.err(format!(
+            "{} is a nested index; only single-platform manifests are supported",
+            mdesc.digest
+        )));
+    }
+    let manifest: Manifest = layout.json_blob(&mdesc, "manifest")?;
+    let config: Config = layout.json_blob(&manifest.config, "config")?;
+    let image_id = digest_hex(&manifest.config.digest).ok_or_else(|| {
+        layout.err(format!(
+            "malformed config digest {:?}",
+            manifest.config.digest
+        ))
+    })?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(layout.err(format!(
+            "manifest {} has {} layers but its config lists {} diff_ids",
+            mdesc.digest,
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+
+    let mut out = PullOutcome {
+        image: Image {
+            id: String::new(),
+            names: Vec::new(),
+            top_layer: None,
+            digest: None,
+            created: 0,
+        },
+        layers_created: 0,
+        layers_reused: 0,
+        bytes: 0,
+    };
+    let mut parent: Option<String> = None;
+    for (ldesc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        if digest_hex(diff_id).is_none() {
+            return Err(layout.err(format!("malformed diff_id {diff_id:?}")));
+        }
+        // Chain ID: the diff ID for the base layer, else sha256(parent chain ID + " " + diff ID).
+        let chain = match &parent {
+            None => diff_id.clone(),
+            Some(p) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("sha256:{p} {diff_id}")))
+            ),
+        };
+        let id = chain["sha256:".len()..].to_string();
+        match store.layer_for(Op::Pull, &id) {
+            Ok(_) => {
+                out.layers_reused += 1;
+                parent = Some(id);
+                continue;
+            }
+            Err(StoreError::LayerNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let blob = layout.open_blob(ldesc)?;
+        let mut verifier = Verifier {
+            inner: blob,
+            hasher: Sha256::new(),
+            expected: ldesc.digest.clone(),
+            mismatch: None,
+        };
+        let req = LayerRequest {
+            id: Some(id.clone()),
+            parent: parent.clone(),
+            ..LayerRequest::default()
+        };
+        let (layer, created) = match store.create_layer_inner(&req, &mut verifier, mode) {
+            Ok(r) => r,
+            Err(e) => {
+                let blob_err = |msg| StoreError::BlobMismatch {
+                    blob: ldesc.digest.clone(),
+                    msg,
+                };
+                if let Some(msg) = verifier.mismatch {
+                    return Err(blob_err(msg));
+                }
+                // The tar parser may have failed before EOF: a damaged blob is the better explanation.
+                let path = layout.blob_path(&ldesc.digest)?;
+                return match file_digest(&path) {
+                    Ok(actual) if actual != ldesc.digest => {
+                        Err(blob_err(format!("content hashes to {actual}")))
+                    }
+                    _ => Err(e),
+                };
+            }
+        };
+        if created {
+            if layer.uncompressed_digest != *diff_id {
+                let msg = format!(
+                    "uncompressed content hashes to {} but the config's diff_id is {diff_id}",
+                    layer.uncompressed_digest
+                );
+                store.delete_layer(&id)?;
+                return Err(StoreError::BlobMismatch {
+                    blob: ldesc.digest.clone(),
+                    msg,
+                });
+            }
+            out.layers_created += 1;
+            out.bytes += layer.uncompressed_size;
+        } else {
+            out.layers_reused += 1;
+        }
+        parent = Some(id);
+    }
+    let names: Vec<String> = reference
+        .filter(|r| !r.starts_with("sha256:"))
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    out.image = store.create_image(image_id, parent.as_deref(), &names, Some(&mdesc.digest))?;
+    Ok(out)
+}

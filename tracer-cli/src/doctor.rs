@@ -1,0 +1,118 @@
+//! `locktrace doctor`: what this kernel allows and which attach mode `record` would use, with reasons.
+
+use std::path::Path;
+
+use tracer_common::Config;
+
+use crate::{
+    attach::{self, AttachMode},
+    kernel, tracer,
+};
+
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+pub struct Diagnosis {
+    pub checks: Vec<Check>,
+    /// The mode `record --attach auto` would pick, if any.
+    pub mode: Option<AttachMode>,
+}
+
+pub fn diagnose() -> Diagnosis {
+    let mut checks = Vec::new();
+    let mut check = |name, ok, detail: String| checks.push(Check { name, ok, detail });
+    check("kernel", true, kernel::release());
+    let privileged = tracer::privileged();
+    check(
+        "privileges",
+        privileged,
+        if privileged {
+            "root or CAP_BPF+CAP_PERFMON".into()
+        } else {
+            crate::Error::Privileges.to_string()
+        },
+    );
+    match kernel::ensure_tracefs() {
+        Ok(true) => check(
+            "tracefs",
+            true,
+            format!("mounted it at {}", kernel::TRACEFS),
+        ),
+        Ok(false) => check("tracefs", true, format!("mounted at {}", kernel::TRACEFS)),
+        Err(e) => check("tracefs", false, e.to_string()),
+    }
+    let btf = Path::new(kernel::BTF_PATH).exists();
+    check(
+        "btf",
+        btf,
+        if btf {
+            kernel::BTF_PATH.into()
+        } else {
+            crate::Error::NoBtf.to_string()
+        },
+    );
+    let offsets = kernel::offsets();
+    match &offsets {
+        Ok(_) => check(
+            "offsets",
+            true,
+            "struct and tracepoint offsets read from this kernel".into(),
+        ),
+        Err(e) => check("offsets", false, e.to_string()),
+    }
+    for (category, name) in [
+        ("syscalls", "sys_enter_fcntl"),
+        ("syscalls", "sys_exit_fcntl"),
+        ("filelock", "posix_lock_inode"),
+        ("sched", "sched_process_fork"),
+    ] {
+        let ok = kernel::has_tracepoint(category, name);
+        checks.push(Check {
+            name: "tracepoint",
+            ok,
+            detail: format!("{category}:{name}{}", if ok { "" } else { " missing" }),
+        });
+    }
+    let mut mode = None;
+    if let (true, Ok(offsets)) = (privileged, offsets) {
+        let config = Config {
+            offsets,
+            ..Default::default()
+        };
+        match tracer::load(&config) {
+            Ok(_) => checks.push(Check {
+                name: "ringbuf",
+                ok: true,
+                detail: "object loaded, ring buffer and maps created".into(),
+            }),
+            Err(e) => checks.push(Check {
+                name: "ringbuf",
+                ok: false,
+                detail: e.to_string(),
+            }),
+        }
+        for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
+            let result = tracer::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|mut ebpf| attach::attach_lock_calls(&mut ebpf, candidate));
+            let ok = result.is_ok();
+            if ok && mode.is_none() {
+                mode = Some(candidate);
+            }
+            checks.push(Check {
+                name: match candidate {
+                    AttachMode::Fentry => "fentry",
+                    AttachMode::Tracepoint => "tracepoints",
+                },
+                ok,
+                detail: result
+                    .err()
+                    .unwrap_or_else(|| "loaded and attached (trial)".into()),
+            });
+        }
+    }
+    Diagnosis { checks, mode }
+}

@@ -1,0 +1,210 @@
+//! What the running kernel looks like: struct offsets from its BTF, tracepoint field offsets from
+//! tracefs. Nothing here is baked in at build time, so one binary works across kernels.
+
+use std::{fs, path::Path};
+
+use btf_rs::{Btf, BtfType, Type};
+use tracer_common::Offsets;
+
+use crate::Error;
+
+pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Makes sure tracefs is mounted at [`TRACEFS`]; mounts it when it is not. Returns whether it mounted.
+pub fn ensure_tracefs() -> Result<bool, Error> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(false);
+    }
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Tracefs(std::io::Error::last_os_error()));
+    }
+    Ok(true)
+}
+
+/// Whether a tracepoint exists on this kernel.
+pub fn has_tracepoint(category: &str, name: &str) -> bool {
+    Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name)
+        .is_dir()
+}
+
+/// Offset of the first of `names` found among a tracepoint's fields (field names change across
+/// kernels, e.g. `fl_type` became `type` in 6.9).
+pub fn tracepoint_field(category: &str, event: &str, names: &[&str]) -> Result<u64, Error> {
+    let path = Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
+    let text =
+        fs::read_to_string(&path).map_err(|e| Error::Format(path.display().to_string(), e))?;
+    for line in text.lines() {
+        let Some(decl) = line.trim().strip_prefix("field:") else {
+            continue;
+        };
+        let mut parts = decl.split(';');
+        let declaration = parts.next().unwrap_or("");
+        let field = declaration
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .unwrap_or("")
+            .split('[')
+            .next()
+            .unwrap_or("");
+        if !names.contains(&field) {
+            continue;
+        }
+        for part in parts {
+            if let Some(off) = part.trim().strip_prefix("offset:") {
+                return off
+                    .parse()
+                    .map_err(|_| Error::Field(format!("{category}:{event}"), field.to_owned()));
+            }
+        }
+    }
+    Err(Error::Field(format!("{category}:{event}"), names.join("|")))
+}
+
+/// Byte offset of `path` (e.g. `["f_path", "dentry"]`) inside `struct root`, looking through
+/// anonymous structs and unions the way C member access does.
+fn member_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u64, Error> {
+    let missing = || Error::Btf(format!("struct {root} has no member {}", path.join(".")));
+    let mut ty = btf
+        .resolve_types_by_name(root)
+        .map_err(|_| missing())?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+        .ok_or_else(missing)?;
+    let mut total = 0u64;
+    for name in path {
+        let (off, next) = find_member(btf, &ty, name)?.ok_or_else(missing)?;
+        total += off;
+        ty = next;
+    }
+    Ok(total)
+}
+
+/// Finds `name` in a struct/union, descending into anonymous members; returns (byte offset, type).
+fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u64, Type)>, Error> {
+    let members = match ty {
+        Type::Struct(s) | Type::Union(s) => &s.members,
+        _ => return Ok(None),
+    };
+    let btf_err = |e: btf_rs::Error| Error::Btf(e.to_string());
+    for m in members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let mty = strip_modifiers(btf, btf.resolve_chained_type(m).map_err(btf_err)?)?;
+        let off = u64::from(m.bit_offset() / 8);
+        if member_name == name {
+            return Ok(Some((off, mty)));
+        }
+        if member_name.is_empty()
+            && let Some((inner, t)) = find_member(btf, &mty, name)?
+        {
+            return Ok(Some((off + inner, t)));
+        }
+    }
+    Ok(None)
+}
+
+fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type, Error> {
+    loop {
+        match &ty {
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
+                let inner: &dyn BtfType = ty.as_btf_type().expect("modifier types are BtfTypes");
+                ty = btf
+                    .resolve_chained_type(inner)
+                    .map_err(|e| Error::Btf(e.to_string()))?;
+            }
+            _ => return Ok(ty),
+        }
+    }
+}
+
+/// Reads every offset the programs need from the running kernel.
+pub fn offsets() -> Result<Offsets, Error> {
+    if !Path::new(BTF_PATH).exists() {
+        return Err(Error::NoBtf);
+    }
+    let btf = Btf::from_file(BTF_PATH).map_err(|e| Error::Btf(e.to_string()))?;
+    let m = |root: &str, path: &[&str]| member_offset(&btf, root, path);
+    let release = "posix_lock_inode";
+    Ok(Offsets {
+        task_files: m("task_struct", &["files"])?,
+        task_flags: m("task_struct", &["flags"])?,
+        files_fdt: m("files_struct", &["fdt"])?,
+        fdtable_max_fds: m("fdtable", &["max_fds"])?,
+        fdtable_fd: m("fdtable", &["fd"])?,
+        file_dentry: m("file", &["f_path", "dentry"])?,
+        file_inode: m("file", &["f_inode"])?,
+        dentry_name: m("dentry", &["d_name", "name"])?,
+        inode_ino: m("inode", &["i_ino"])?,
+        inode_sb: m("inode", &["i_sb"])?,
+        sb_dev: m("super_block", &["s_dev"])?,
+        pl_ino: tracepoint_field("filelock", release, &["i_ino"])?,
+        pl_dev: tracepoint_field("filelock", release, &["s_dev"])?,
+        pl_owner: tracepoint_field("filelock", release, &["owner", "fl_owner"])?,
+        pl_type: tracepoint_field("filelock", release, &["type", "fl_type"])?,
+        pl_ret: tracepoint_field("filelock", release, &["ret"])?,
+        fork_child_pid: tracepoint_field("sched", "sched_process_fork", &["child_pid"])?,
+    })
+}
+
+/// The kernel's internal `dev_t` (major << 20 | minor) as userspace's `st_dev`.
+pub fn user_dev(kdev: u64) -> u64 {
+    libc::makedev((kdev >> 20) as u32, (kdev & 0xfffff) as u32)
+}
+
+/// Userspace `st_dev` as the kernel's internal `dev_t`.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
+}
+
+pub fn release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_numbers_round_trip() {
+        let st = libc::makedev(259, 3);
+        assert_eq!(kernel_dev(st), (259 << 20) | 3);
+        assert_eq!(user_dev(kernel_dev(st)), st);
+    }
+
+    #[test]
+    fn offsets_come_from_this_kernel() {
+        if !Path::new(BTF_PATH).exists() {
+            eprintln!("skipped: no {BTF_PATH} on this kernel");
+            return;
+        }
+        let btf = Btf::from_file(BTF_PATH).unwrap();
+        // qstr is { union { struct { hash; len }; hash_len }; name } on every kernel since 3.x.
+        assert_eq!(member_offset(&btf, "qstr", &["name"]).unwrap(), 8);
+        // `hash` sits inside an anonymous struct inside an anonymous union.
+        assert_eq!(member_offset(&btf, "qstr", &["hash"]).unwrap(), 0);
+        assert!(member_offset(&btf, "file", &["no_such_member"]).is_err());
+        assert!(member_offset(&btf, "file", &["f_path", "dentry"]).unwrap() > 0);
+    }
+}

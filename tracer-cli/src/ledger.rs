@@ -1,0 +1,313 @@
+//! Turns the kernel's lock and release events into wait and hold samples.
+//!
+//! A hold opens when a lock call succeeds and closes at the release event carrying the same
+//! `(dev, ino, owner)`; the kernel only reports releases of locks it saw being taken, so a release
+//! without an open hold, or a hold still open at the end, is a measurement gap and is counted, never
+//! guessed.
+
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf};
+
+use locktrace_report::{Actor, Drops, LockKey, Metric, Mode, Recorder, TryOutcome};
+use tracer_common::{Event, F_OFD_SETLKW, F_RDLCK, F_SETLKW, F_UNLCK, F_WRLCK, event_flag, kind};
+
+use crate::kernel;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Owner {
+    dev: u64,
+    ino: u64,
+    owner: u64,
+}
+
+struct OpenHold {
+    since_ns: u64,
+    mode: Mode,
+    lock: LockKey,
+    actor: Actor,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    recorder: Recorder,
+    open: HashMap<Owner, OpenHold>,
+    /// Lock identity by kernel (dev, ino): name from the event, path resolved once.
+    locks: HashMap<(u64, u64), LockKey>,
+    pub unmatched_releases: u64,
+    pub unresolved_names: u64,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Files the user named (`--path`): their paths are known without asking /proc, which is too
+    /// late for a process that has already closed the fd.
+    pub fn with_paths(paths: &[PathBuf]) -> Self {
+        let mut ledger = Self::default();
+        for path in paths {
+            let (Ok(meta), Ok(full)) = (std::fs::metadata(path), std::path::absolute(path)) else {
+                continue;
+            };
+            let name = full
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ledger.locks.insert(
+                (kernel::kernel_dev(meta.dev()), meta.ino()),
+                LockKey {
+                    name,
+                    path: Some(full.display().to_string()),
+                    dev: Some(meta.dev()),
+                    ino: Some(meta.ino()),
+                },
+            );
+        }
+        ledger
+    }
+
+    pub fn record(&mut self, ev: &Event) {
+        match ev.kind {
+            kind::LOCK => self.lock(ev),
+            kind::RELEASE_UNLOCK | kind::RELEASE_CLOSE | kind::RELEASE_EXIT => self.release(ev),
+            _ => {}
+        }
+    }
+
+    fn lock(&mut self, ev: &Event) {
+        let mode = match ev.lock_type {
+            F_RDLCK => Mode::Read,
+            F_WRLCK => Mode::Write,
+            // Unlock requests are seen again as their release event.
+            F_UNLCK => return,
+            _ => return,
+        };
+        let lock = self.lock_key(ev);
+        let actor = actor(ev);
+        let blocking = matches!(ev.cmd, F_SETLKW | F_OFD_SETLKW);
+        let outcome = match -ev.ret {
+            0 => TryOutcome::Acquired,
+            libc::EAGAIN | libc::EACCES if !blocking => TryOutcome::Refused,
+            libc::EINTR => TryOutcome::Interrupted,
+            _ => TryOutcome::Error,
+        };
+        self.recorder.record_try(&lock, mode, outcome);
+        if blocking {
+            self.recorder.record(
+                &lock,
+                mode,
+                Metric::Wait,
+                ev.end_ns.saturating_sub(ev.start_ns),
+                &actor,
+            );
+        }
+        if ev.ret != 0 {
+            return;
+        }
+        let key = Owner {
+            dev: ev.dev,
+            ino: ev.ino,
+            owner: ev.owner,
+        };
+        // A successful lock on a lock already held by the same owner converts it (POSIX semantics):
+        // the old hold ends here and a new one starts in the new mode.
+        if let Some(prev) = self.open.remove(&key) {
+            self.close_hold(prev, ev.end_ns);
+        }
+        self.open.insert(
+            key,
+            OpenHold {
+                since_ns: ev.end_ns,
+                mode,
+                lock,
+                actor,
+            },
+        );
+    }
+
+    fn release(&mut self, ev: &Event) {
+        let key = Owner {
+            dev: ev.dev,
+            ino: ev.ino,
+            owner: ev.owner,
+        };
+        match self.open.remove(&key) {
+            Some(hold) => self.close_hold(hold, ev.start_ns),
+            None => self.unmatched_releases += 1,
+        }
+    }
+
+    fn close_hold(&mut self, hold: OpenHold, at_ns: u64) {
+        self.recorder.record(
+            &hold.lock,
+            hold.mode,
+            Metric::Hold,
+            at_ns.saturating_sub(hold.since_ns),
+            &hold.actor,
+        );
+    }
+
+    fn lock_key(&mut self, ev: &Event) -> LockKey {
+        if let Some(key) = self.locks.get(&(ev.dev, ev.ino)) {
+            return key.clone();
+        }
+        let name = if ev.flags & event_flag::NAME_MISSING != 0 {
+            self.unresolved_names += 1;
+            format!("inode-{}", ev.ino)
+        } else {
+            cstr(&ev.name)
+        };
+        let dev = kernel::user_dev(ev.dev);
+        let path = resolve_path(ev.pid, ev.fd, dev, ev.ino);
+        let key = LockKey {
+            name,
+            path: path.map(|p| p.display().to_string()),
+            dev: Some(dev),
+            ino: Some(ev.ino),
+        };
+        self.locks.insert((ev.dev, ev.ino), key.clone());
+        key
+    }
+
+    /// Holds still open when tracing stopped: their length is unknown.
+    pub fn still_held(&self) -> u64 {
+        self.open.len() as u64
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    pub fn into_recorder(self) -> Recorder {
+        self.recorder
+    }
+
+    /// The ledger's own share of the drop counters.
+    pub fn drops(&self) -> Drops {
+        Drops {
+            unmatched_releases: self.unmatched_releases,
+            still_held_at_end: self.still_held(),
+            unresolved_names: self.unresolved_names,
+            ..Default::default()
+        }
+    }
+}
+
+/// The file behind `/proc/PID/fd/FD`, trusted only if it is still the same inode.
+fn resolve_path(pid: u32, fd: i32, dev: u64, ino: u64) -> Option<PathBuf> {
+    if fd < 0 {
+        return None;
+    }
+    let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let meta = std::fs::metadata(&path).ok()?;
+    (meta.dev() == dev && meta.ino() == ino).then_some(path)
+}
+
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn actor(ev: &Event) -> Actor {
+    Actor {
+        pid: ev.pid,
+        comm: cstr(&ev.comm),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locktrace_report::ReportMeta;
+    use tracer_common::{F_SETLK, NAME_LEN};
+
+    fn ev(
+        kind: u32,
+        cmd: u32,
+        lock_type: u32,
+        start: u64,
+        end: u64,
+        ret: i32,
+        owner: u64,
+    ) -> Event {
+        let mut name = [0u8; NAME_LEN];
+        name[..11].copy_from_slice(b"layers.lock");
+        Event {
+            start_ns: start,
+            end_ns: end,
+            dev: 1,
+            ino: 42,
+            owner,
+            pid: 7,
+            tid: 7,
+            fd: -1,
+            ret,
+            kind,
+            cmd,
+            lock_type,
+            flags: 0,
+            comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            name,
+        }
+    }
+
+    fn report(ledger: Ledger) -> locktrace_report::Report {
+        ledger.into_recorder().finish(ReportMeta {
+            tool: "test".into(),
+            source: locktrace_report::Source::Kernel,
+            attach: None,
+            kernel: None,
+            command: vec![],
+            duration_ns: 0,
+            drops: Drops::default(),
+            labels: Default::default(),
+        })
+    }
+
+    #[test]
+    fn wait_and_hold_are_paired_by_owner() {
+        let mut l = Ledger::new();
+        l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 100, 600, 0, 1));
+        l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 200, 2_600, 0, 2));
+        l.record(&ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 1_600, 1_600, 0, 1));
+        l.record(&ev(kind::RELEASE_EXIT, 0, F_UNLCK, 5_600, 5_600, 0, 2));
+        assert_eq!(l.unmatched_releases, 0);
+        assert_eq!(l.still_held(), 0);
+        let r = report(l);
+        let w = &r.locks[0].modes[&Mode::Write];
+        assert_eq!(w.wait.summary.count, 2);
+        assert_eq!(w.wait.summary.total, 500 + 2_400);
+        assert_eq!(w.hold.summary.count, 2);
+        assert_eq!(w.hold.summary.total, 1_000 + 3_000);
+    }
+
+    #[test]
+    fn refusals_and_gaps_are_counted_not_hidden() {
+        let mut l = Ledger::new();
+        l.record(&ev(kind::LOCK, F_SETLK, F_RDLCK, 0, 10, -libc::EAGAIN, 1));
+        l.record(&ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 20, 20, 0, 9));
+        l.record(&ev(kind::LOCK, F_SETLK, F_RDLCK, 30, 40, 0, 3));
+        assert_eq!(l.unmatched_releases, 1);
+        assert_eq!(l.still_held(), 1);
+        let r = report(l);
+        let m = &r.locks[0].modes[&Mode::Read];
+        assert_eq!(m.tries.refused, 1);
+        assert_eq!(m.tries.acquired, 1);
+        assert_eq!(
+            m.wait.summary.count, 0,
+            "non-blocking attempts are not waits"
+        );
+        assert_eq!(m.hold.summary.count, 0);
+    }
+
+    #[test]
+    fn conversion_ends_the_old_hold() {
+        let mut l = Ledger::new();
+        l.record(&ev(kind::LOCK, F_SETLKW, F_RDLCK, 0, 10, 0, 1));
+        l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 50, 60, 0, 1));
+        l.record(&ev(kind::RELEASE_UNLOCK, 0, F_UNLCK, 100, 100, 0, 1));
+        let r = report(l);
+        assert_eq!(r.locks[0].modes[&Mode::Read].hold.summary.total, 50);
+        assert_eq!(r.locks[0].modes[&Mode::Write].hold.summary.total, 40);
+    }
+}

@@ -1,0 +1,130 @@
+//! `locktrace`: per-lock-file wait and hold times with percentiles, traced with eBPF.
+
+mod offline;
+mod record;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use locktrace::{attach::AttachRequest, doctor, filter};
+
+#[derive(Parser)]
+#[command(name = "locktrace", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trace fcntl lock waits and holds system-wide, or of COMMAND's process tree until it exits.
+    Record(RecordArgs),
+    /// Show what this kernel allows and which attach mode `record` would use.
+    Doctor,
+    #[command(flatten)]
+    Offline(offline::OfflineCommand),
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// Lock file basename to trace (repeatable). Default: storage.lock, layers.lock, images.lock,
+    /// containers.lock.
+    #[arg(long = "lock", value_name = "NAME")]
+    locks: Vec<String>,
+    /// Trace exactly this file (repeatable); equally named files elsewhere stay out.
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Trace exactly this DEV:INO (as `stat -c %d:%i` prints; repeatable).
+    #[arg(long = "inode", value_name = "DEV:INO", value_parser = parse_inode)]
+    inodes: Vec<(u64, u64)>,
+    /// Trace every fcntl-locked file.
+    #[arg(long, conflicts_with_all = ["locks", "paths", "inodes"])]
+    all_locks: bool,
+    /// Only this process and the children it starts from now on (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Only tasks in this cgroup v2 directory.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
+    /// Hook to use; auto tries fentry, then tracepoints.
+    #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
+    attach: AttachRequest,
+    /// Stop after this long (e.g. 10s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print live figures this often (e.g. 1s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
+    /// Write the JSON report here.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Format of the live output.
+    #[arg(long, value_enum, default_value_t = record::LiveFormat::Text)]
+    format: record::LiveFormat,
+    /// No live output and no summary (the report file is still written).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Command to run and trace (with its children); its exit code becomes locktrace's.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn parse_inode(s: &str) -> Result<(u64, u64), String> {
+    filter::parse_inode(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("locktrace: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Record(a) => record::run(record::Options {
+            filter: filter::Filter {
+                all_locks: a.all_locks,
+                names: a.locks,
+                paths: a.paths,
+                inodes: a.inodes,
+                pids: a.pids,
+                cgroup: a.cgroup,
+            },
+            attach: a.attach,
+            duration: a.duration,
+            interval: a.interval,
+            output: a.output,
+            format: a.format,
+            quiet: a.quiet,
+            command: a.command,
+        }),
+        Command::Offline(c) => c.run(),
+        Command::Doctor => {
+            let d = doctor::diagnose();
+            for c in &d.checks {
+                println!(
+                    "{:<4} {:<12} {}",
+                    if c.ok { "ok" } else { "no" },
+                    c.name,
+                    c.detail
+                );
+            }
+            match d.mode {
+                Some(mode) => {
+                    println!("record would attach with: {mode}");
+                    Ok(0)
+                }
+                None => {
+                    println!("record cannot trace on this machine (see the lines marked no)");
+                    Ok(1)
+                }
+            }
+        }
+    }
+}

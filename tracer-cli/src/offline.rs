@@ -1,0 +1,272 @@
+//! Subcommands that work on saved reports, no tracing involved: gate, compare, merge, export, plot
+//! and report. Each is a thin shell over `locktrace_report`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Subcommand, ValueEnum};
+use locktrace_report::gate::{self, Baseline, GateConfig};
+use locktrace_report::{Report, compare, export, merge, plot, render_text};
+
+#[derive(Subcommand)]
+pub enum OfflineCommand {
+    /// Check a report against latency budgets and/or a baseline report. Exit code 0: pass, 1: a
+    /// budget or regression failed, 2: the gate could not be evaluated.
+    Gate {
+        /// The report to check.
+        report: PathBuf,
+        /// Budget LOCK[:MODE]:METRIC:STAT OP VALUE, e.g. `layers.lock:hold:p99<=50ms` (repeatable).
+        #[arg(long = "budget", value_name = "EXPR")]
+        budgets: Vec<String>,
+        /// TOML file with `[[budget]]` entries.
+        #[arg(long = "budgets", value_name = "FILE")]
+        budgets_file: Option<PathBuf>,
+        /// Fail when a p50 or p99 got worse than in this report by more than --tolerance.
+        #[arg(long, value_name = "BASE_REPORT")]
+        baseline: Option<PathBuf>,
+        /// Allowed slowdown against the baseline, in percent.
+        #[arg(long, value_name = "PCT", default_value = "10", value_parser = parse_percent, requires = "baseline")]
+        tolerance: f64,
+        /// Statistics over fewer samples than this are inconclusive instead of passing.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        min_samples: u64,
+        #[arg(long, value_enum, default_value_t = GateFormat::Text)]
+        format: GateFormat,
+    },
+    /// Show the same locks of several reports side by side, with ratios to the first.
+    Compare {
+        #[arg(required = true, num_args = 2.., value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        format: DataFormat,
+    },
+    /// Merge reports losslessly (histograms, counts and drops add up).
+    Merge {
+        #[arg(required = true, num_args = 2.., value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        /// Where to write the merged report.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Export a report for other tools: Bencher Metric Format JSON, or HdrHistogram percentile text.
+    Export {
+        report: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Only locks matching this glob.
+        #[arg(long, value_name = "PATTERN")]
+        lock: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Plot wait and hold CDFs of one or more reports (format from the extension: .svg or .png).
+    Plot {
+        #[arg(required = true, value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Print a saved report.
+    Report {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        format: DataFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GateFormat {
+    Text,
+    Json,
+    Junit,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DataFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// Bencher Metric Format JSON.
+    Bmf,
+    /// HdrHistogram percentile distribution text.
+    Hdr,
+}
+
+impl OfflineCommand {
+    /// Runs the command and returns the process exit code.
+    pub fn run(self) -> Result<i32> {
+        match self {
+            OfflineCommand::Gate {
+                report,
+                budgets,
+                budgets_file,
+                baseline,
+                tolerance,
+                min_samples,
+                format,
+            } => {
+                let current = read(&report)?;
+                let mut parsed = budgets
+                    .iter()
+                    .map(|e| e.parse())
+                    .collect::<Result<Vec<gate::Budget>, _>>()?;
+                if let Some(file) = &budgets_file {
+                    parsed.extend(gate::load_budgets(file)?);
+                }
+                let base = baseline.as_deref().map(read).transpose()?;
+                let config = GateConfig {
+                    budgets: parsed,
+                    baseline: base.as_ref().map(|report| Baseline {
+                        report,
+                        tolerance_pct: tolerance,
+                    }),
+                    min_samples,
+                    ..GateConfig::default()
+                };
+                let result = gate::evaluate(&current, &config);
+                emit(&match format {
+                    GateFormat::Text => result.render_text(),
+                    GateFormat::Json => result.to_json() + "\n",
+                    GateFormat::Junit => result.to_junit(),
+                })?;
+                Ok(result.exit_code)
+            }
+            OfflineCommand::Compare { reports, format } => {
+                let loaded = read_all(&reports)?;
+                let labels = labels(&reports);
+                let pairs: Vec<(&str, &Report)> =
+                    labels.iter().map(String::as_str).zip(&loaded).collect();
+                let table = compare::compare(&pairs);
+                emit(&match format {
+                    DataFormat::Text => table.render_text(),
+                    DataFormat::Json => table.to_json() + "\n",
+                })?;
+                Ok(0)
+            }
+            OfflineCommand::Merge { reports, output } => {
+                let merged = merge::merge(&read_all(&reports)?)?;
+                merged.write(&output)?;
+                eprintln!("merged {} reports into {}", reports.len(), output.display());
+                Ok(0)
+            }
+            OfflineCommand::Export {
+                report,
+                format,
+                lock,
+                output,
+            } => {
+                let mut loaded = read(&report)?;
+                if let Some(pattern) = &lock {
+                    loaded.locks.retain(|l| l.key.matches(pattern));
+                    if loaded.locks.is_empty() {
+                        bail!("{}: no lock matches {pattern:?}", report.display());
+                    }
+                }
+                let text = match format {
+                    ExportFormat::Bmf => export::bmf(&loaded) + "\n",
+                    ExportFormat::Hdr => export::hdr_text(&loaded)?,
+                };
+                match &output {
+                    Some(path) => std::fs::write(path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?,
+                    None => emit(&text)?,
+                }
+                Ok(0)
+            }
+            OfflineCommand::Plot { reports, output } => {
+                let loaded = read_all(&reports)?;
+                let labels = labels(&reports);
+                let pairs: Vec<(&str, &Report)> =
+                    labels.iter().map(String::as_str).zip(&loaded).collect();
+                plot::plot_cdf(&pairs, &output)?;
+                eprintln!("wrote {}", output.display());
+                Ok(0)
+            }
+            OfflineCommand::Report { file, format } => {
+                let loaded = read(&file)?;
+                emit(&match format {
+                    DataFormat::Text => render_text(&loaded),
+                    DataFormat::Json => loaded.to_json() + "\n",
+                })?;
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read(path: &Path) -> Result<Report> {
+    Ok(Report::read(path)?)
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<Vec<Report>> {
+    paths.iter().map(|p| read(p)).collect()
+}
+
+/// File stems name reports in tables and legends; full paths only where stems collide.
+fn labels(paths: &[PathBuf]) -> Vec<String> {
+    let stem = |p: &PathBuf| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    let stems: Vec<String> = paths.iter().map(stem).collect();
+    stems
+        .iter()
+        .zip(paths)
+        .map(|(s, p)| {
+            if stems.iter().filter(|o| *o == s).count() > 1 {
+                p.display().to_string()
+            } else {
+                s.clone()
+            }
+        })
+        .collect()
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(pct) if pct.is_finite() && pct >= 0.0 => Ok(pct),
+        _ => Err(format!("{s:?} is not a percentage (e.g. 10 or 10%)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_use_stems_unless_they_collide() {
+        let paths = [
+            PathBuf::from("runs/locked.json"),
+            PathBuf::from("runs/staged.json"),
+        ];
+        assert_eq!(labels(&paths), ["locked", "staged"]);
+        let paths = [PathBuf::from("a/r.json"), PathBuf::from("b/r.json")];
+        assert_eq!(labels(&paths), ["a/r.json", "b/r.json"]);
+    }
+
+    #[test]
+    fn percent_accepts_optional_sign() {
+        assert_eq!(parse_percent("10").unwrap(), 10.0);
+        assert_eq!(parse_percent("2.5%").unwrap(), 2.5);
+        assert!(parse_percent("-1").is_err());
+        assert!(parse_percent("ten").is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! Loads the embedded eBPF object, configures it for this kernel and filter, attaches it and hands
+//! out its events.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+};
+use tracer_common::{Config, Event, InodeKey, NAME_LEN, counter};
+
+use crate::{
+    Error,
+    attach::{self, AttachMode, AttachRequest},
+    filter::Filter,
+    kernel,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub ringbuf_full: u64,
+    pub map_full: u64,
+    pub read_failed: u64,
+}
+
+pub struct Tracer {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub mode: AttachMode,
+    /// Why preferred attach modes were not used (empty when the first one worked).
+    pub skipped: Vec<String>,
+}
+
+/// Whether this process may load tracing programs.
+pub fn privileged() -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    caps & (1 << CAP_BPF) != 0 && caps & (1 << CAP_PERFMON) != 0
+}
+
+impl Tracer {
+    pub fn start(filter: &Filter, request: AttachRequest) -> Result<Tracer, Error> {
+        if !privileged() {
+            return Err(Error::Privileges);
+        }
+        kernel::ensure_tracefs()?;
+        let compiled = filter.compile()?;
+        let config = Config {
+            flags: compiled.flags,
+            _reserved: 0,
+            cgroup_id: compiled.cgroup_id,
+            offsets: kernel::offsets()?,
+        };
+        let mut ebpf = load(&config)?;
+        {
+            let mut names: HashMap<_, [u8; NAME_LEN], u8> = map(&mut ebpf, "NAMES")?;
+            for name in &compiled.names {
+                names
+                    .insert(name, 1, 0)
+                    .map_err(|e| Error::Map("NAMES", e.to_string()))?;
+            }
+        }
+        {
+            let mut inodes: HashMap<_, InodeKey, u8> = map(&mut ebpf, "INODES")?;
+            for key in &compiled.inodes {
+                inodes
+                    .insert(key, 1, 0)
+                    .map_err(|e| Error::Map("INODES", e.to_string()))?;
+            }
+        }
+        let (mode, skipped) = attach::attach(&mut ebpf, request, !compiled.pids.is_empty())?;
+        // Kernel debug messages are optional: a kernel build without them still traces.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+        let events = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| Error::Map("EVENTS", "missing".into()))?,
+        )
+        .map_err(|e| Error::Map("EVENTS", e.to_string()))?;
+        let mut tracer = Tracer {
+            ebpf,
+            events,
+            logger,
+            mode,
+            skipped,
+        };
+        for pid in compiled.pids {
+            tracer.follow(pid)?;
+        }
+        Ok(tracer)
+    }
+
+    /// Adds a process (and, through the fork hook, its future children) to the pid filter.
+    pub fn follow(&mut self, pid: u32) -> Result<(), Error> {
+        let mut pids: HashMap<_, u32, u8> = map(&mut self.ebpf, "PIDS")?;
+        pids.insert(pid, 1, 0)
+            .map_err(|e| Error::Map("PIDS", e.to_string()))
+    }
+
+    /// Waits up to `timeout` for events and passes each to `sink`. Returns how many it passed.
+    pub fn poll(&mut self, timeout: Duration, mut sink: impl FnMut(&Event)) -> usize {
+        let mut fds = [libc::pollfd {
+            fd: self.events.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        let mut n = 0;
+        while let Some(item) = self.events.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel wrote a whole `Event` (same repr(C) type) into this record;
+                // read_unaligned because ring-buffer records are only 8-byte aligned by contract.
+                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                sink(&ev);
+                n += 1;
+            }
+        }
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+        n
+    }
+
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let map_ref = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or_else(|| Error::Map("COUNTERS", "missing".into()))?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map_ref).map_err(|e| Error::Map("COUNTERS", e.to_string()))?;
+        let sum = |i: u32| -> Result<u64, Error> {
+            Ok(array
+                .get(&i, 0)
+                .map_err(|e| Error::Map("COUNTERS", e.to_string()))?
+                .iter()
+                .sum())
+        };
+        Ok(Counters {
+            ringbuf_full: sum(counter::RINGBUF_FULL)?,
+            map_full: sum(counter::MAP_FULL)?,
+            read_failed: sum(counter::READ_FAILED)?,
+        })
+    }
+}
+
+/// Loads the object (creating its maps, the ring buffer among them) without attaching anything.
+pub fn load(config: &Config) -> Result<Ebpf, Error> {
+    Ok(EbpfLoader::new()
+        .override_global("CONFIG", config, true)
+        .load(OBJECT)?)
+}
+
+fn map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, Error> {
+    let m = ebpf
+        .map_mut(name)
+        .ok_or_else(|| Error::Map(name, "missing".into()))?;
+    HashMap::try_from(m).map_err(|e| Error::Map(name, e.to_string()))
+}

@@ -1,0 +1,420 @@
+//! Kernel tests: the real eBPF programs, attached for real, checked against workloads with their own
+//! clocks (examples/lockload.rs). They need root and tracefs; `cargo xtask test` sets
+//! LOCKTRACE_REQUIRE_KERNEL_TESTS where those are present, and then a skip is a failure.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::Mutex,
+};
+
+use locktrace_report::{LockReport, Metric, Mode, Report};
+
+/// Timing comparisons want the CPU to themselves; the tracer runs are serialized.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn kernel_available() -> bool {
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(why) if std::env::var_os("LOCKTRACE_REQUIRE_KERNEL_TESTS").is_some() => {
+            panic!("kernel tests are required here but cannot run: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipped: kernel test needs root and BTF ({why})");
+            false
+        }
+    }
+}
+
+fn locktrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_locktrace"))
+}
+
+fn lockload() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lockload"))
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct Truth {
+    wait_ns: u64,
+    hold_ns: u64,
+    release_ns: u64,
+}
+
+impl Truth {
+    /// The release happened somewhere inside the release call.
+    fn hold(&self) -> (u64, u64) {
+        (self.hold_ns, self.hold_ns + self.release_ns)
+    }
+
+    fn wait(&self) -> (u64, u64) {
+        (self.wait_ns, self.wait_ns)
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn record(dir: &Path, filter: &[&str], command: &[&str]) -> (Report, Output) {
+    let report = dir.join("report.json");
+    let out = run(locktrace()
+        .arg("record")
+        .args(filter)
+        .arg("--quiet")
+        .arg("-o")
+        .arg(&report)
+        .arg("--")
+        .args(command));
+    let report = Report::read(&report).unwrap_or_else(|e| panic!("report not written: {e}"));
+    (report, out)
+}
+
+/// Every sample of a metric, from the report's lossless histogram.
+fn samples(report: &Report, lock: &LockReport, mode: Mode, metric: Metric) -> Vec<u64> {
+    let h = report.histogram(lock, mode, metric).unwrap();
+    let mut v = Vec::new();
+    for it in h.iter_recorded() {
+        for _ in 0..it.count_at_value() {
+            v.push(it.value_iterated_to());
+        }
+    }
+    v
+}
+
+/// max(2%, 100µs), plus the histogram's own 3-significant-digit bucket width.
+fn tolerance(truth: u64) -> u64 {
+    (truth / 50).max(100_000) + truth / 1000
+}
+
+/// Every traced sample must fall in its own ground-truth interval widened by the tolerance: a
+/// one-to-one matching, found greedily (intervals by right end, each taking the smallest fitting sample).
+fn assert_matches(what: &str, mut traced: Vec<u64>, mut truth: Vec<(u64, u64)>) {
+    traced.sort_unstable();
+    truth.sort_unstable_by_key(|&(lo, hi)| (hi, lo));
+    assert_eq!(
+        traced.len(),
+        truth.len(),
+        "{what}: traced {traced:?} vs truth {truth:?}"
+    );
+    let mut free = traced.clone();
+    for &(lo, hi) in &truth {
+        let fits = |t: &u64| *t + tolerance(lo) >= lo && *t <= hi + tolerance(hi);
+        let Some(i) = free.iter().position(fits) else {
+            panic!(
+                "{what}: no traced sample within {lo}..{hi} ns ± tolerance (traced {traced:?}, truth {truth:?})"
+            );
+        };
+        free.remove(i);
+    }
+}
+
+fn only_lock<'a>(report: &'a Report, path: &Path) -> &'a LockReport {
+    assert_eq!(
+        report.locks.len(),
+        1,
+        "exactly one lock expected: {:?}",
+        report.locks
+    );
+    let lock = &report.locks[0];
+    let meta = path.metadata().unwrap();
+    assert_eq!(lock.key.ino, Some(meta.ino()), "lock inode");
+    assert_eq!(lock.key.dev, Some(meta.dev()), "lock device");
+    // The path is best effort (resolved from /proc while the fd is open, or known from --path).
+    if let Some(p) = &lock.key.path {
+        assert_eq!(p, path.to_str().unwrap(), "lock path");
+    }
+    assert_eq!(
+        lock.key.name,
+        path.file_name().unwrap().to_str().unwrap(),
+        "lock basename"
+    );
+    lock
+}
+
+fn assert_no_drops(report: &Report) {
+    assert_eq!(
+        report.meta.drops.total(),
+        0,
+        "drops: {:?}",
+        report.meta.drops
+    );
+}
+
+#[test]
+fn waits_and_holds_match_the_workloads_own_clock() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("layers.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let truth_file = dir.path().join("truth.json");
+    let (report, out) = record(
+        dir.path(),
+        &["--path", lock.to_str().unwrap()],
+        &[
+            lockload().to_str().unwrap(),
+            "scenario",
+            "--path",
+            lock.to_str().unwrap(),
+            "--truth",
+            truth_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "record failed: {:?}", out.status);
+    let truth: Vec<Truth> = serde_json::from_slice(&std::fs::read(&truth_file).unwrap()).unwrap();
+    let l = only_lock(&report, &lock);
+    assert_no_drops(&report);
+    assert_eq!(l.modes.len(), 1, "only write locks were taken");
+    let w = &l.modes[&Mode::Write];
+    assert_eq!(w.tries.acquired, truth.len() as u64);
+    assert_matches(
+        "hold",
+        samples(&report, l, Mode::Write, Metric::Hold),
+        truth.iter().map(Truth::hold).collect(),
+    );
+    assert_matches(
+        "wait",
+        samples(&report, l, Mode::Write, Metric::Wait),
+        truth.iter().map(Truth::wait).collect(),
+    );
+    // The 200 ms round must really have been contended, or this test proves little.
+    assert!(
+        w.wait.summary.max > 100_000_000,
+        "no long wait seen: {:?}",
+        w.wait.summary
+    );
+}
+
+/// One `lockload hold` under the tracer; returns the report and the process's own figures.
+fn traced_hold(dir: &Path, lock: &Path, extra: &[&str]) -> (Report, Truth) {
+    // No extra flags: release by exit, which needs a parent to bound it.
+    let sub = if extra.is_empty() {
+        "exit-hold"
+    } else {
+        "hold"
+    };
+    let (report, out) = record(
+        dir,
+        &["--path", lock.to_str().unwrap()],
+        &[
+            &[
+                lockload().to_str().unwrap(),
+                "hold",
+                "--path",
+                lock.to_str().unwrap(),
+                "--hold",
+                "30ms",
+            ][..],
+            extra,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "lockload failed: {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("truth line");
+    (report, serde_json::from_str(line).unwrap())
+}
+
+#[test]
+fn every_release_path_ends_the_hold() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cases: &[(&str, &[&str])] = &[
+        ("F_UNLCK", &["--release", "unlock", "--linger", "100ms"]),
+        (
+            "close of another fd",
+            &["--release", "dup-close", "--linger", "100ms"],
+        ),
+        ("process exit", &[]),
+        (
+            "OFD close",
+            &["--ofd", "--release", "close", "--linger", "100ms"],
+        ),
+        (
+            "OFD F_UNLCK",
+            &["--ofd", "--release", "unlock", "--linger", "100ms"],
+        ),
+        (
+            "read lock",
+            &["--mode", "read", "--release", "close", "--linger", "100ms"],
+        ),
+    ];
+    for (name, extra) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("images.lock");
+        std::fs::write(&lock, b"").unwrap();
+        let (report, truth) = traced_hold(dir.path(), &lock, extra);
+        let l = only_lock(&report, &lock);
+        assert_no_drops(&report);
+        let mode = if extra.contains(&"read") {
+            Mode::Read
+        } else {
+            Mode::Write
+        };
+        assert_matches(
+            name,
+            samples(&report, l, mode, Metric::Hold),
+            vec![truth.hold()],
+        );
+    }
+}
+
+#[test]
+fn read_locks_are_shared_between_processes() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("layers.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let ll = lockload();
+    let script = format!(
+        "{ll} hold --path {p} --mode read --hold 150ms & {ll} hold --path {p} --mode read --hold 150ms & wait",
+        ll = ll.display(),
+        p = lock.display()
+    );
+    let (report, out) = record(
+        dir.path(),
+        &["--path", lock.to_str().unwrap()],
+        &["sh", "-c", &script],
+    );
+    assert!(out.status.success());
+    let l = only_lock(&report, &lock);
+    assert_no_drops(&report);
+    let r = &l.modes[&Mode::Read];
+    assert_eq!(r.hold.summary.count, 2);
+    // Shared: neither waited for the other's 150 ms hold.
+    assert!(
+        r.wait.summary.max < 50_000_000,
+        "read locks waited: {:?}",
+        r.wait.summary
+    );
+    assert!(r.hold.summary.min > 140_000_000, "{:?}", r.hold.summary);
+    let holders: std::collections::BTreeSet<u32> = r.top_holders.iter().map(|a| a.pid).collect();
+    assert_eq!(
+        holders.len(),
+        2,
+        "two distinct holders: {:?}",
+        r.top_holders
+    );
+}
+
+#[test]
+fn equally_named_locks_in_two_stores_stay_apart() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (la, lb) = (a.join("layers.lock"), b.join("layers.lock"));
+    std::fs::write(&la, b"").unwrap();
+    std::fs::write(&lb, b"").unwrap();
+    let ll = lockload();
+    let script = format!(
+        "{ll} hold --path {a} --hold 5ms && {ll} hold --path {b} --hold 5ms && {ll} hold --path {b} --hold 5ms",
+        ll = ll.display(),
+        a = la.display(),
+        b = lb.display()
+    );
+    // Filtered by path: only store b.
+    let (report, out) = record(
+        dir.path(),
+        &["--path", lb.to_str().unwrap()],
+        &["sh", "-c", &script],
+    );
+    assert!(out.status.success());
+    let l = only_lock(&report, &lb);
+    assert_eq!(l.modes[&Mode::Write].hold.summary.count, 2);
+    // Filtered by name: both, as two locks.
+    let (report, _) = record(
+        dir.path(),
+        &["--lock", "layers.lock"],
+        &["sh", "-c", &script],
+    );
+    // Named, not pathed: the fds may be closed before userspace could ask /proc, so the locks are
+    // told apart by their inodes.
+    let mut counts: Vec<(Option<u64>, u64)> = report
+        .locks
+        .iter()
+        .map(|l| (l.key.ino, l.modes[&Mode::Write].hold.summary.count))
+        .collect();
+    counts.sort();
+    let mut want = vec![
+        (Some(la.metadata().unwrap().ino()), 1),
+        (Some(lb.metadata().unwrap().ino()), 2),
+    ];
+    want.sort();
+    assert_eq!(counts, want);
+    assert!(report.locks.iter().all(|l| l.key.name == "layers.lock"));
+}
+
+#[test]
+fn record_follows_children_and_passes_the_exit_code_through() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("containers.lock");
+    let script = format!(
+        "sh -c '{ll} hold --path {p} --hold 5ms'; exit 7",
+        ll = lockload().display(),
+        p = lock.display()
+    );
+    // A concurrent lock on the same file from outside the traced tree must not be counted.
+    let outsider = Command::new(lockload())
+        .args(["hold", "--path", lock.to_str().unwrap(), "--hold", "1ms"])
+        .output()
+        .unwrap();
+    assert!(outsider.status.success());
+    let (report, out) = record(
+        dir.path(),
+        &["--lock", "containers.lock"],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(out.status.code(), Some(7), "exit code passed through");
+    let l = only_lock(&report, &lock);
+    assert_eq!(
+        l.modes[&Mode::Write].hold.summary.count,
+        1,
+        "grandchild's lock seen once"
+    );
+}
+
+#[test]
+fn doctor_names_the_mode_record_uses() {
+    if !kernel_available() {
+        return;
+    }
+    let out = run(locktrace().arg("doctor"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("record would attach with: "), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("fentry")),
+        "fentry trial reported: {text}"
+    );
+}

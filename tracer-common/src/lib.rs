@@ -1,0 +1,163 @@
+//! The ABI between locktrace's eBPF programs and its userspace loader.
+//!
+//! Everything here is `#[repr(C)]`, uses fixed-width integers (no `bool`) and has no padding, so the
+//! kernel side and userspace agree on the layout byte for byte.
+#![no_std]
+
+/// Bytes of a lock file's basename carried in an event (NUL padded, truncated beyond this).
+pub const NAME_LEN: usize = 64;
+/// Bytes of a task's comm.
+pub const COMM_LEN: usize = 16;
+
+/// fcntl commands (x86_64 / generic Linux values).
+pub const F_SETLK: u32 = 6;
+pub const F_SETLKW: u32 = 7;
+pub const F_OFD_SETLK: u32 = 37;
+pub const F_OFD_SETLKW: u32 = 38;
+
+/// `struct flock.l_type` values.
+pub const F_RDLCK: u32 = 0;
+pub const F_WRLCK: u32 = 1;
+pub const F_UNLCK: u32 = 2;
+
+/// What an [`Event`] reports.
+pub mod kind {
+    /// A lock request returned (`F_SETLK[W]`, `F_OFD_SETLK[W]`, including `F_UNLCK` requests).
+    pub const LOCK: u32 = 1;
+    /// A held lock was released by an explicit `F_UNLCK`.
+    pub const RELEASE_UNLOCK: u32 = 2;
+    /// A held lock was released by `close()` (POSIX: any fd of the file; OFD: the last one).
+    pub const RELEASE_CLOSE: u32 = 3;
+    /// A held lock was released because its process exited.
+    pub const RELEASE_EXIT: u32 = 4;
+}
+
+/// Bits of [`Event::flags`].
+pub mod event_flag {
+    /// The basename could not be read; the event is still counted.
+    pub const NAME_MISSING: u32 = 1 << 0;
+}
+
+/// Bits of [`Config::flags`].
+pub mod filter {
+    /// Trace every lock file, ignore the name and inode tables.
+    pub const ALL_LOCKS: u32 = 1 << 0;
+    /// Match the basename against the `NAMES` map.
+    pub const BY_NAME: u32 = 1 << 1;
+    /// Match `(dev, ino)` against the `INODES` map.
+    pub const BY_INODE: u32 = 1 << 2;
+    /// Only processes in the `PIDS` map (and their descendants, added at fork).
+    pub const BY_PID: u32 = 1 << 3;
+    /// Only tasks in the cgroup [`super::Config::cgroup_id`].
+    pub const BY_CGROUP: u32 = 1 << 4;
+}
+
+/// One ring-buffer record. 152 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the call started (lock) or happened (close, exit).
+    pub start_ns: u64,
+    /// When the lock call returned; equal to `start_ns` for close and exit.
+    pub end_ns: u64,
+    /// Kernel-internal `s_dev` of the file's superblock (major << 20 | minor).
+    pub dev: u64,
+    pub ino: u64,
+    /// The lock owner as the kernel sees it: the `files_struct *` for POSIX locks, the `struct file *`
+    /// for OFD locks. Acquire and release are matched on `(dev, ino, owner)`.
+    pub owner: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// Syscall return value (0 or -errno) for lock events.
+    pub ret: i32,
+    /// One of [`kind`].
+    pub kind: u32,
+    /// fcntl command for lock events.
+    pub cmd: u32,
+    /// `l_type` for lock events.
+    pub lock_type: u32,
+    /// Bits of [`event_flag`].
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+    pub name: [u8; NAME_LEN],
+}
+
+/// Counters the programs keep in a per-CPU array; userspace sums them and always reports them.
+pub mod counter {
+    /// `bpf_ringbuf_reserve` failed: an event was lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A map insert failed (pending calls, held locks, traced pids): an event may be missing.
+    pub const MAP_FULL: u32 = 1;
+    /// Reading the task's fd table or the file's name failed for a traced call.
+    pub const READ_FAILED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Kernel struct offsets read from the running kernel's BTF at load time, and tracepoint field offsets
+/// read from tracefs `format` files. Nothing is baked in from the build kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    pub task_files: u64,
+    pub task_flags: u64,
+    pub files_fdt: u64,
+    pub fdtable_max_fds: u64,
+    pub fdtable_fd: u64,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u64,
+    pub file_inode: u64,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u64,
+    pub inode_ino: u64,
+    pub inode_sb: u64,
+    pub sb_dev: u64,
+    /// `filelock:posix_lock_inode` fields.
+    pub pl_ino: u64,
+    pub pl_dev: u64,
+    pub pl_owner: u64,
+    pub pl_type: u64,
+    pub pl_ret: u64,
+    /// `sched:sched_process_fork` `child_pid`.
+    pub fork_child_pid: u64,
+}
+
+/// Tracing configuration, written once into the program's `.rodata` before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Bits of [`filter`].
+    pub flags: u32,
+    pub _reserved: u32,
+    pub cgroup_id: u64,
+    pub offsets: Offsets,
+}
+
+/// Key of the `HELD` map: an owner holding a lock on an inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub owner: u64,
+}
+
+/// Key of the `INODES` filter map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made of integers and byte arrays, with no padding.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::HeldKey {}
+    unsafe impl aya::Pod for super::InodeKey {}
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 8 + COMM_LEN + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 16 + 17 * 8);

@@ -1,0 +1,133 @@
+//! Developer tasks. The README's two commands, `cargo xtask demo` and `cargo xtask test`, go
+//! through here so that a fresh machine needs nothing but rustup and cargo.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the eBPF build and the tests need, where missing (idempotent).
+    Setup,
+    /// Build locktrace with its embedded eBPF object.
+    BuildEbpf,
+    /// Set up, then run the whole test suite, kernel tests included (they need root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the contention demo (lockbench run) and write its report.
+    Demo {
+        /// Where the demo writes images, stores and reports.
+        #[arg(long, default_value = "target/demo")]
+        out: PathBuf,
+        /// Extra arguments for `lockbench run`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("entering the workspace")?;
+    match cli.task {
+        Task::Setup => setup::setup(),
+        Task::BuildEbpf => {
+            setup::setup()?;
+            cargo(&["build", "--package", "locktrace"])
+        }
+        Task::Test { args } => {
+            setup::setup()?;
+            let mut cmd = cargo_cmd(&["test", "--workspace", "--exclude", "tracer-ebpf"]);
+            if let Some(reason) = kernel_tests_possible() {
+                eprintln!("xtask test: kernel tests will be skipped: {reason}");
+            } else {
+                // Tests that need root and tracefs fail instead of skipping where they can run.
+                cmd.env("LOCKTRACE_REQUIRE_KERNEL_TESTS", "1");
+            }
+            if !args.is_empty() {
+                cmd.arg("--").args(&args);
+            }
+            status(&mut cmd)
+        }
+        Task::Demo { out, args } => {
+            setup::setup()?;
+            cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "lockbench",
+                "--package",
+                "locktrace",
+            ])?;
+            let mut cmd = Command::new(root.join("target/release/lockbench"));
+            cmd.arg("run").arg("--out").arg(&out).args(&args);
+            if kernel_tests_possible().is_some() {
+                cmd.args(["--trace", "off"]);
+            }
+            status(&mut cmd)
+        }
+    }
+}
+
+/// None when the kernel tests can run here; otherwise why not.
+fn kernel_tests_possible() -> Option<&'static str> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel without BTF");
+    }
+    if !Path::new("/sys/kernel/tracing").is_dir() {
+        return Some("no /sys/kernel/tracing");
+    }
+    None
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args);
+    cmd
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    status(&mut cargo_cmd(args))
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{:?} failed ({st})", cmd.get_program());
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! `cargo xtask setup`: what the eBPF build and the test suite need on a Debian machine, installed
+//! only where missing. The eBPF toolchain pin lives here (and in tracer-cli/build.rs's default).
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Nightly whose LLVM (22) matches bpf-linker's; a newer nightly (LLVM 23) fails with "Invalid record".
+pub const BPF_TOOLCHAIN: &str = "nightly-2026-05-20";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Debian packages: LLVM 22 for bpf-linker (it links libLLVM.so.22 dynamically, so it must stay),
+/// fonts for the plots, bpftrace for the contrib scripts' cross-check.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "bpf-linker links against LLVM 22"),
+    ("libfontconfig-dev", "plot rendering (plotters)"),
+    ("fonts-dejavu-core", "plot text"),
+    (
+        "bpftrace",
+        "contrib/lockstats scripts and their cross-check test",
+    ),
+];
+
+pub fn setup() -> Result<()> {
+    apt_packages()?;
+    toolchain()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn quiet_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status}): {cmd:?}");
+    }
+    Ok(())
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<_> = APT_PACKAGES
+        .iter()
+        .filter(|(pkg, _)| !installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
+    for (pkg, why) in &missing {
+        eprintln!("xtask setup: installing {pkg} (apt): {why}");
+    }
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !quiet_ok(Command::new("apt-get").arg("--version")) {
+        bail!(
+            "missing Debian packages {}; install them as root: apt-get install -y {}",
+            names.join(", "),
+            names.join(" ")
+        );
+    }
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        "apt-get install",
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&names)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn toolchain() -> Result<()> {
+    let has_toolchain =
+        quiet_ok(Command::new("rustup").args(["run", BPF_TOOLCHAIN, "rustc", "-V"]));
+    if !has_toolchain {
+        eprintln!(
+            "xtask setup: installing Rust {BPF_TOOLCHAIN} with rust-src (rustup): the eBPF crate is built \
+             with -Z build-std=core, and this nightly's LLVM 22 matches bpf-linker's"
+        );
+        return run(
+            "rustup toolchain install",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                BPF_TOOLCHAIN,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]),
+        );
+    }
+    let components = Command::new("rustup")
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            BPF_TOOLCHAIN,
+        ])
+        .output()
+        .context("rustup component list")?;
+    if !String::from_utf8_lossy(&components.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        eprintln!(
+            "xtask setup: adding rust-src to {BPF_TOOLCHAIN} (rustup): needed for -Z build-std=core"
+        );
+        run(
+            "rustup component add",
+            Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                BPF_TOOLCHAIN,
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let current = Command::new("bpf-linker").arg("--version").output();
+    if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: installing bpf-linker {BPF_LINKER_VERSION} built against LLVM 22 (cargo install, \
+         about a minute): it links the eBPF object"
+    );
+    run(
+        "cargo install bpf-linker",
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+                "--force",
+            ])
+            // Without it the build finds Debian's default LLVM 14 and fails with -lLLVM missing.
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
