@@ -174,6 +174,10 @@ fn table(report: &PodmanReport) -> Table {
     }
 }
 
+fn runroot(store: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lockbench-{}-{store}", std::process::id()))
+}
+
 struct Pull<'a> {
     label: String,
     image: &'a ImageInfo,
@@ -222,14 +226,19 @@ fn run_mode(
             format!("store-{i}")
         };
         let stderr = base.join(format!("{label}.stderr"));
+        // podman caps the runroot path at 50 characters, so it lives in a short temp dir.
+        let runroot = runroot(&store);
         let child = Command::new(podman)
             .arg("--root")
-            .arg(base.join(&store).join("root"))
+            .arg(base.join(&store))
             .arg("--runroot")
-            .arg(base.join(&store).join("runroot"))
+            .arg(&runroot)
             .args(["--storage-driver", &cfg.driver, "--events-backend", "none"])
             .args(["pull", "--quiet"])
-            .arg(format!("oci:{}", image.reference()))
+            // podman names the image after the layout path, which must be lowercase: a relative
+            // path from the images directory gives `localhost/img-00`.
+            .arg(format!("oci:{}:{}", image.name, image.tag))
+            .current_dir(image.dir.parent().unwrap_or(&image.dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -303,9 +312,11 @@ fn run_mode(
         });
     }
     // The stores are large and not looked at again.
-    let _ = fs::remove_dir_all(base.join("store"));
-    for i in 0..cfg.pulls {
-        let _ = fs::remove_dir_all(base.join(format!("store-{i}")));
+    let stores =
+        std::iter::once("store".to_string()).chain((0..cfg.pulls).map(|i| format!("store-{i}")));
+    for store in stores {
+        let _ = fs::remove_dir_all(base.join(&store));
+        let _ = fs::remove_dir_all(runroot(&store));
     }
     let times: Vec<u64> = results.iter().filter_map(|r| r.duration_ns).collect();
     Ok((

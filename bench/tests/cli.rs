@@ -367,3 +367,60 @@ fn trace_on_adds_kernel_figures_that_agree_with_the_store() {
         "store and kernel disagree on layers.lock write holds"
     );
 }
+
+#[test]
+fn compare_podman_without_podman_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = lockbench(&[
+        "compare-podman",
+        "--podman",
+        "/no/such/podman",
+        "--trace",
+        "off",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(stderr.contains("/no/such/podman not found"), "{stderr}");
+}
+
+#[test]
+fn compare_podman_pulls_into_shared_and_isolated_stores() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        eprintln!("skipped: podman is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = lockbench(&[
+        "compare-podman",
+        "--pulls",
+        "2",
+        "--image-size",
+        "1M",
+        "--layers",
+        "2",
+        "--driver",
+        "vfs",
+        "--trace",
+        "off",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("podman shared") && stdout.contains("podman isolated"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("podman-report.json")).unwrap()).unwrap();
+    assert_eq!(report["failed"], false);
+    for mode in report["modes"].as_array().unwrap() {
+        let pulls = mode["pulls"].as_array().unwrap();
+        assert_eq!(pulls.len(), 2);
+        assert!(pulls.iter().all(|p| p["duration_ns"].as_u64().unwrap() > 0));
+    }
+}

@@ -106,18 +106,17 @@ pub fn run(mut opts: Options) -> Result<i32> {
                 let _ = writeln!(stdout.lock(), "{}", event_json(ev));
             }
         });
-        if let (Some(tick), Some(interval)) = (next_tick, opts.interval) {
-            if Instant::now() >= tick && !opts.quiet && opts.format != LiveFormat::Ndjson {
-                let snap = ledger.recorder().snapshot(meta(
-                    &tracer,
-                    &opts,
-                    &ledger,
-                    started,
-                    Counters::default(),
-                ));
+        if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
+            && Instant::now() >= tick
+        {
+            if !opts.quiet && opts.format != LiveFormat::Ndjson {
+                let counters = tracer.counters().unwrap_or_default();
+                let snap = ledger
+                    .recorder()
+                    .snapshot(meta(&tracer, &opts, &ledger, started, counters));
                 live(&snap, opts.format);
-                next_tick = Some(tick + interval);
             }
+            next_tick = Some(tick + interval);
         }
         if let Some(c) = &mut child {
             if let Some(code) = c.try_wait(false)? {

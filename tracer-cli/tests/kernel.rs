@@ -212,7 +212,7 @@ fn traced_hold(dir: &Path, lock: &Path, extra: &[&str]) -> (Report, Truth) {
         &[
             &[
                 lockload().to_str().unwrap(),
-                "hold",
+                sub,
                 "--path",
                 lock.to_str().unwrap(),
                 "--hold",
