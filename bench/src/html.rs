@@ -27,7 +27,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;col
 table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .8em;border-bottom:1px solid #ddd}\
 td{text-align:right;font-variant-numeric:tabular-nums}td.src{color:#888;text-align:left}\
 thead th{border-bottom:2px solid #444}.failed{color:#b00;font-weight:bold}.met{color:#070}\
-.missed{color:#b00}figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}\
+.missed{color:#b00}figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}\
 code{background:#f4f4f4;padding:0 .2em}";
 
 pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {

@@ -138,6 +138,9 @@ struct RunArgs {
     /// Output directory: images (cached), stores, worker logs, report.json, report.html, plots.
     #[arg(long, default_value = "lockbench-out")]
     out: PathBuf,
+    /// Put the stores here instead of OUT/stores (e.g. on another filesystem).
+    #[arg(long)]
+    stores: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -252,6 +255,7 @@ fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         repeat: args.repeat,
         trace: args.trace,
         out: args.out,
+        stores: args.stores,
         quiet: args.quiet,
         command: std::env::args().collect(),
     };

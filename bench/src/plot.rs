@@ -5,10 +5,11 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
-use locktrace_report::{Metric, Mode, human_duration};
+use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::results::BenchReport;
 use crate::scenario::{BenchMode, ModeSamples};
 
 /// One rendered plot; `svg` is inlined into report.html and also written to `plots/<file>`.
@@ -19,8 +20,13 @@ pub struct Plot {
 }
 
 const SIZE: (u32, u32) = (860, 420);
-/// Enough points for a smooth CDF without megabyte SVGs.
-const MAX_POINTS: usize = 600;
+/// The store's own lock files, by name.
+const STORE_LOCKS: [&str; 4] = [
+    "storage.lock",
+    "layers.lock",
+    "images.lock",
+    "containers.lock",
+];
 
 fn mode_color(mode: BenchMode) -> RGBColor {
     match mode {
@@ -36,8 +42,10 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Renders every plot and writes them to `out/plots/`. A plot that fails to render is reported
 /// on stderr and left out; the numbers in report.json do not depend on it.
-pub fn render_all(samples: &[ModeSamples], out: &Path) -> Result<Vec<Plot>> {
+pub fn render_all(report: &BenchReport, samples: &[ModeSamples], out: &Path) -> Result<Vec<Plot>> {
     let dir = out.join("plots");
+    // Plots of an earlier run with other locks or modes would otherwise linger next to these.
+    let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut plots = Vec::new();
     let mut keep = |r: Result<Option<Plot>>| match r {
@@ -45,27 +53,12 @@ pub fn render_all(samples: &[ModeSamples], out: &Path) -> Result<Vec<Plot>> {
         Ok(None) => {}
         Err(e) => eprintln!("lockbench: note: {}", crate::one_line(&e)),
     };
-    let locks: BTreeSet<String> = samples
-        .iter()
-        .flat_map(|s| s.lock_samples.keys().map(|(lock, _, _)| lock.clone()))
-        .collect();
-    // The lock the demo is about first, then what readers feel, then the rest.
-    let (layers, others): (Vec<&String>, Vec<&String>) =
-        locks.iter().partition(|l| l.ends_with("layers.lock"));
-    for lock in &layers {
-        for metric in [Metric::Hold, Metric::Wait] {
-            keep(cdf(lock, metric, samples));
-        }
-    }
+    keep(cdfs(report, false, &dir));
     for s in samples {
         keep(timeline(s));
     }
     keep(reader_latency(samples));
-    for lock in &others {
-        for metric in [Metric::Hold, Metric::Wait] {
-            keep(cdf(lock, metric, samples));
-        }
-    }
+    keep(cdfs(report, true, &dir));
     for p in &plots {
         let path = dir.join(&p.file);
         fs::write(&path, &p.svg).with_context(|| format!("writing {}", path.display()))?;
@@ -84,82 +77,47 @@ fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Resu
     Ok(out)
 }
 
-fn file_stem(lock: &str) -> String {
-    lock.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
-}
-
-/// CDF of one lock's hold or wait times, one line per bench mode and lock mode (R/W).
-fn cdf(lock: &str, metric: Metric, samples: &[ModeSamples]) -> Result<Option<Plot>> {
-    let mut series = Vec::new();
-    for s in samples {
-        for lmode in [Mode::Write, Mode::Read] {
-            if let Some(v) = s.lock_samples.get(&(lock.to_string(), lmode, metric)) {
-                let mut v: Vec<f64> = v.iter().map(|&ns| (ns.max(100)) as f64 / 1e3).collect();
-                v.sort_by(f64::total_cmp);
-                series.push((s.mode, lmode, v));
-            }
-        }
-    }
-    if series.is_empty() {
+/// Per-lock wait and hold CDFs, one line per bench mode, drawn by locktrace-report's `plot_cdf`
+/// from the modes' reports (lossless histograms).
+fn cdfs(report: &BenchReport, kernel: bool, dir: &Path) -> Result<Option<Plot>> {
+    let reports: Vec<(String, Report)> = report
+        .modes
+        .iter()
+        .filter_map(|m| {
+            let r = if kernel {
+                let mut r = m.kernel_report.clone()?;
+                // The tracer also sees every staging lock; only the store's four locks compare.
+                r.locks
+                    .retain(|l| STORE_LOCKS.iter().any(|n| l.key.name.ends_with(n)));
+                r
+            } else {
+                m.store_report.clone()
+            };
+            Some((m.mode.to_string(), r))
+        })
+        .filter(|(_, r)| !r.locks.is_empty())
+        .collect();
+    if reports.is_empty() {
         return Ok(None);
     }
-    let lo = series.iter().map(|(_, _, v)| v[0]).fold(f64::MAX, f64::min) / 1.5;
-    let hi = series
-        .iter()
-        .map(|(_, _, v)| v[v.len() - 1])
-        .fold(0.0, f64::max)
-        * 1.5;
-    let title = format!("{lock} {metric} time CDF (store clock)");
-    let svg = svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(format!("{metric} time (log)"))
-            .x_label_formatter(&|us| human_duration((*us * 1e3) as u64))
-            .light_line_style(TRANSPARENT)
-            .y_desc("fraction ≤ x")
-            .draw()
-            .map_err(plot_err)?;
-        for (mode, lmode, v) in &series {
-            let color = mode_color(*mode);
-            let style = if *lmode == Mode::Write {
-                color.stroke_width(2)
-            } else {
-                color.mix(0.5).stroke_width(1)
-            };
-            let n = v.len();
-            let step = n.div_ceil(MAX_POINTS).max(1);
-            let points: Vec<(f64, f64)> = (0..n)
-                .step_by(step)
-                .chain(std::iter::once(n - 1))
-                .map(|i| (v[i], (i + 1) as f64 / n as f64))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points, style))
-                .map_err(plot_err)?
-                .label(format!("{mode} {lmode} (n={n})"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
-    })?;
+    let refs: Vec<(&str, &Report)> = reports.iter().map(|(l, r)| (l.as_str(), r)).collect();
+    let (file, title) = if kernel {
+        (
+            "cdf-kernel.svg",
+            "lock wait and hold CDFs per mode (kernel, locktrace)",
+        )
+    } else {
+        (
+            "cdf-store.svg",
+            "lock wait and hold CDFs per mode (store clock)",
+        )
+    };
+    let path = dir.join(file);
+    plot_cdf(&refs, &path).map_err(plot_err)?;
+    let svg = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Some(Plot {
-        file: format!("cdf-{}-{metric}.svg", file_stem(lock)),
-        title,
+        title: title.to_string(),
+        file: file.to_string(),
         svg,
     }))
 }

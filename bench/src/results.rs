@@ -103,6 +103,16 @@ pub struct ReaderFigures {
     pub per_op: BTreeMap<ReaderOp, Latency>,
 }
 
+/// A step of layer creation that store-core times (store clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Unpacking the tar stream (under layers.lock in locked mode, outside it in staged mode).
+    Extract,
+    /// Making the layer visible under layers.lock (record; staged: re-check and rename too).
+    Commit,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ModeResult {
     pub mode: BenchMode,
@@ -115,6 +125,8 @@ pub struct ModeResult {
     /// Uncompressed layer bytes over makespan, all repetitions together.
     pub throughput_mb_s: f64,
     pub reader: ReaderFigures,
+    /// store-core's own timings of layer extraction and commit, per layer.
+    pub phases: BTreeMap<Phase, Latency>,
     /// store-core's own lock timings (Source::Store).
     pub store_report: Report,
     /// `locktrace record` around the workers (Source::Kernel), when traced.
@@ -286,6 +298,7 @@ mod tests {
                 errors: 0,
                 per_op: BTreeMap::new(),
             },
+            phases: BTreeMap::new(),
             store_report: rec.finish(ReportMeta::new(
                 "lockbench",
                 locktrace_report::Source::Store,

@@ -20,7 +20,7 @@ use store_core::{EventKind, ExtractMode, Store, StoreOptions, monotonic_ns};
 
 use crate::protocol::{self, GO, READY, ReaderOp, Record, STOP};
 use crate::results::{
-    BenchReport, ImageFigures, Latency, ModeResult, Params, PullResult, ReaderFigures,
+    BenchReport, ImageFigures, Latency, ModeResult, Params, Phase, PullResult, ReaderFigures,
 };
 use crate::trace::{TraceMode, Tracer};
 use crate::worker::Role;
@@ -83,6 +83,9 @@ pub struct RunConfig {
     pub repeat: usize,
     pub trace: TraceMode,
     pub out: PathBuf,
+    /// Where the stores go; default `OUT/stores`. Another filesystem (tmpfs, xfs) shows how much
+    /// of the staged commit is the filesystem's metadata path.
+    pub stores: Option<PathBuf>,
     pub quiet: bool,
     pub command: Vec<String>,
 }
@@ -109,13 +112,11 @@ pub struct OpSample {
     pub duration_ns: u64,
 }
 
-/// Per-mode raw samples kept for the plots (first repetition for the time-based ones).
+/// Per-mode raw samples for the time-based plots (first repetition).
 pub struct ModeSamples {
     pub mode: BenchMode,
     pub spans: Vec<LockSpan>,
     pub ops: Vec<OpSample>,
-    /// Hold and wait samples per (lock, mode, metric), all repetitions.
-    pub lock_samples: BTreeMap<(String, Mode, Metric), Vec<u64>>,
 }
 
 struct WorkerSpec {
@@ -135,6 +136,8 @@ struct Running {
     events: PathBuf,
     stderr: PathBuf,
     status: Option<ExitStatus>,
+    /// Already in the failures (timed out and killed); its exit status adds nothing.
+    reported: bool,
 }
 
 /// One repetition of one mode.
@@ -143,6 +146,7 @@ struct RunOutcome {
     pulls: Vec<PullResult>,
     ops: Vec<OpSample>,
     spans: Vec<LockSpan>,
+    phases: BTreeMap<Phase, Vec<u64>>,
     failures: Vec<String>,
     kernel: Option<locktrace_report::Report>,
     kernel_note: Option<String>,
@@ -244,7 +248,17 @@ pub fn run(cfg: &RunConfig) -> Result<bool> {
         sources: sources(),
     };
     report.write(&out.join("report.json"))?;
-    let plots = crate::plot::render_all(&samples, &out)?;
+    // Each mode's lock figures also as plain locktrace reports, for `locktrace gate|compare|plot`.
+    for m in &report.modes {
+        m.store_report
+            .write(&out.join(format!("{}.store.json", m.mode)))
+            .context("writing the per-mode store report")?;
+        if let Some(k) = &m.kernel_report {
+            k.write(&out.join(format!("{}.kernel.json", m.mode)))
+                .context("writing the per-mode kernel report")?;
+        }
+    }
+    let plots = crate::plot::render_all(&report, &samples, &out)?;
     let table = crate::table::build(&report);
     fs::write(
         out.join("report.html"),
@@ -360,6 +374,7 @@ struct ModeAcc {
     kernel: Option<locktrace_report::Report>,
     kernel_note: Option<String>,
     samples: ModeSamples,
+    phases: BTreeMap<Phase, Vec<u64>>,
     bytes: u64,
 }
 
@@ -378,8 +393,8 @@ impl ModeAcc {
                 mode,
                 spans: Vec::new(),
                 ops: Vec::new(),
-                lock_samples: BTreeMap::new(),
             },
+            phases: BTreeMap::new(),
             bytes: 0,
         }
     }
@@ -398,11 +413,9 @@ impl ModeAcc {
                 sp.duration_ns,
                 &actor,
             );
-            self.samples
-                .lock_samples
-                .entry((sp.lock.clone(), lmode, sp.metric))
-                .or_default()
-                .push(sp.duration_ns);
+        }
+        for (phase, mut d) in o.phases {
+            self.phases.entry(phase).or_default().append(&mut d);
         }
         if rep == 0 {
             self.samples.spans = o.spans;
@@ -478,6 +491,11 @@ impl ModeAcc {
                 errors,
                 per_op,
             },
+            phases: self
+                .phases
+                .iter()
+                .map(|(phase, d)| (*phase, Latency::of(d)))
+                .collect(),
             store_report: self.recorder.finish(meta),
             kernel_report: self.kernel,
             kernel_note: self.kernel_note,
@@ -514,11 +532,71 @@ fn run_once(
     tracer: Option<&Tracer>,
 ) -> Result<RunOutcome> {
     let run_dir = out.join("runs").join(format!("{mode}-{rep}"));
-    let stores = out.join("stores").join(mode.to_string());
+    let stores = cfg
+        .stores
+        .clone()
+        .unwrap_or_else(|| out.join("stores"))
+        .join(mode.to_string());
     for dir in [&run_dir, &stores] {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Absolute, as the kernel reports lock paths.
+    let stores = stores.canonicalize()?;
+    let specs = worker_specs(cfg, mode, set, base, &stores)?;
+
+    let trace_file = run_dir.join("kernel-report.json");
+    let mut kernel_note = tracer.is_none().then(|| cfg.trace.skip_note());
+    let session = match tracer.map(|t| t.start(&trace_file, &run_dir.join("locktrace.log"))) {
+        None => None,
+        Some(Ok(session)) => Some(session),
+        Some(Err(e)) if cfg.trace == TraceMode::On => return Err(e),
+        Some(Err(e)) => {
+            let note = format!(
+                "kernel tracing failed to start, store-clock figures only: {}",
+                crate::one_line(&e)
+            );
+            eprintln!("lockbench: note: {note}");
+            kernel_note = Some(note);
+            None
+        }
+    };
+    let mut workers = Vec::new();
+    for spec in specs {
+        workers.push(spawn(spec, mode, &run_dir)?);
+    }
+    let mut failures = Vec::new();
+    let t0 = drive(cfg, mode, rep, &mut workers, &mut failures)?;
+    let kernel = match session.map(|s| s.stop()) {
+        None => None,
+        Some(Ok(report)) => Some(crate::trace::only_under(report, &stores)),
+        Some(Err(e)) => {
+            let note = format!("kernel trace unavailable: {}", crate::one_line(&e));
+            if cfg.trace == TraceMode::On {
+                failures.push(note.clone());
+            }
+            kernel_note = Some(note);
+            None
+        }
+    };
+    let mut outcome = collect(&workers, t0, rep, failures);
+    outcome.kernel = kernel;
+    outcome.kernel_note = kernel_note;
+    // Reclaim the space: the stores are the bulk of a run's disk use and are not inspected later.
+    let _ = fs::remove_dir_all(&stores);
+    // SAFETY: sync(2) has no preconditions; it flushes this run's writeback before the next mode.
+    unsafe { libc::sync() };
+    Ok(outcome)
+}
+
+/// P pullers (a different image each) and R readers; reader stores get the base image first.
+fn worker_specs(
+    cfg: &RunConfig,
+    mode: BenchMode,
+    set: &GenSet,
+    base: &imagegen::ImageInfo,
+    stores: &Path,
+) -> Result<Vec<WorkerSpec>> {
     let store_for = |label: &str| match mode {
         BenchMode::Isolated => stores.join(label),
         BenchMode::Locked | BenchMode::Staged => stores.join("store"),
@@ -539,12 +617,12 @@ fn run_once(
             }
         })
         .collect();
-    let mut base_ids = BTreeMap::new();
+    let mut base_ids: BTreeMap<PathBuf, String> = BTreeMap::new();
     for j in 0..cfg.readers {
         let label = format!("read-{j}");
         let store = store_for(&label);
         let id = match base_ids.get(&store) {
-            Some(id) => Clone::clone(id),
+            Some(id) => id.clone(),
             None => {
                 let id = prepull_base(&store, base)?;
                 base_ids.insert(store.clone(), id.clone());
@@ -559,34 +637,19 @@ fn run_once(
             image_name: "base-image".to_string(),
         });
     }
+    Ok(specs)
+}
 
-    let trace_file = run_dir.join("kernel-report.json");
-    let mut trace_note = tracer.is_none().then(|| cfg.trace.skip_note());
-    let mut trace_session =
-        match tracer.map(|t| t.start(&trace_file, &run_dir.join("locktrace.log"))) {
-            None => None,
-            Some(Ok(session)) => Some(session),
-            Some(Err(e)) if cfg.trace == TraceMode::On => return Err(e),
-            Some(Err(e)) => {
-                let note = format!(
-                    "kernel tracing failed to start, store-clock figures only: {}",
-                    crate::one_line(&e)
-                );
-                eprintln!("lockbench: note: {note}");
-                trace_note = Some(note);
-                None
-            }
-        };
-    let mut workers = Vec::new();
-    for spec in specs {
-        workers.push(spawn(spec, mode, &run_dir)?);
-    }
-    let mut failures = Vec::new();
+/// Starts the workers together, waits for the pulls, stops the readers; returns the go time.
+fn drive(
+    cfg: &RunConfig,
+    mode: BenchMode,
+    rep: usize,
+    workers: &mut [Running],
+    failures: &mut Vec<String>,
+) -> Result<u64> {
     // Wait until every worker has its store open, so the go signal starts them together.
-    let mut ready = Vec::new();
-    for w in &mut workers {
-        ready.push(wait_ready(w));
-    }
+    let ready: Vec<bool> = workers.iter_mut().map(wait_ready).collect();
     let t0 = monotonic_ns();
     for (w, ok) in workers.iter_mut().zip(&ready) {
         if *ok {
@@ -595,7 +658,6 @@ fn run_once(
     }
     let bar = pull_bar(cfg, mode, rep);
     let started = Instant::now();
-    let mut last_pull_end = t0;
     loop {
         let mut pending = 0;
         for w in workers.iter_mut().filter(|w| w.spec.role == Role::Pull) {
@@ -622,6 +684,8 @@ fn run_once(
                     MODE_TIMEOUT.as_secs()
                 ));
                 let _ = w.child.kill();
+                w.status = Some(w.child.wait()?);
+                w.reported = true;
             }
             break;
         }
@@ -650,31 +714,26 @@ fn run_once(
                     ));
                     let _ = w.child.kill();
                     w.status = Some(w.child.wait()?);
+                    w.reported = true;
                     break;
                 }
                 None => std::thread::sleep(Duration::from_millis(20)),
             }
         }
     }
-    let (kernel, kernel_note) = match trace_session.take() {
-        Some(session) => match session.stop() {
-            Ok(report) => (Some(crate::trace::only_under(report, &stores)), None),
-            Err(e) => {
-                let note = format!("kernel trace unavailable: {}", crate::one_line(&e));
-                if cfg.trace == TraceMode::On {
-                    failures.push(note.clone());
-                }
-                (None, Some(note))
-            }
-        },
-        None => (None, trace_note),
-    };
+    Ok(t0)
+}
 
+/// Reads every worker's events file into one run's figures; a worker's problem becomes a failure
+/// naming it and its image, and the other workers' results stay.
+fn collect(workers: &[Running], t0: u64, rep: usize, mut failures: Vec<String>) -> RunOutcome {
     let mut pulls = Vec::new();
     let mut ops = Vec::new();
     let mut spans = Vec::new();
+    let mut phases: BTreeMap<Phase, Vec<u64>> = BTreeMap::new();
+    let mut last_pull_end = t0;
     let as_offset = |ns: u64| ns as i64 - t0 as i64;
-    for w in &workers {
+    for w in workers {
         let pid = w.child.id();
         // Store::open canonicalizes its root, and so are the lock paths it reports.
         let root = w
@@ -695,23 +754,33 @@ fn run_once(
         for r in records {
             match r {
                 Record::Store { event } => {
-                    if let EventKind::LockWait { lock, write }
-                    | EventKind::LockHold { lock, write } = &event.kind
-                    {
-                        spans.push(LockSpan {
-                            worker: w.spec.label.clone(),
-                            pid,
-                            lock: lock_name(lock, &root),
-                            write: *write,
-                            metric: if matches!(event.kind, EventKind::LockWait { .. }) {
-                                Metric::Wait
-                            } else {
-                                Metric::Hold
-                            },
-                            start_ns: as_offset(event.start_mono_ns),
-                            duration_ns: event.duration_ns,
-                        });
-                    }
+                    let (lock, write, metric) = match &event.kind {
+                        EventKind::LockWait { lock, write } => (lock, *write, Metric::Wait),
+                        EventKind::LockHold { lock, write } => (lock, *write, Metric::Hold),
+                        EventKind::Extract => {
+                            phases
+                                .entry(Phase::Extract)
+                                .or_default()
+                                .push(event.duration_ns);
+                            continue;
+                        }
+                        EventKind::Commit => {
+                            phases
+                                .entry(Phase::Commit)
+                                .or_default()
+                                .push(event.duration_ns);
+                            continue;
+                        }
+                    };
+                    spans.push(LockSpan {
+                        worker: w.spec.label.clone(),
+                        pid,
+                        lock: lock_name(lock, &root),
+                        write,
+                        metric,
+                        start_ns: as_offset(event.start_mono_ns),
+                        duration_ns: event.duration_ns,
+                    });
                 }
                 Record::Pull {
                     start_mono_ns,
@@ -743,12 +812,8 @@ fn run_once(
             }
         }
         let status = w.status.expect("every worker was waited for");
-        let problem = worker_problem(
-            w,
-            status,
-            error,
-            pull.is_some() || w.spec.role == Role::Read,
-        );
+        let finished = pull.is_some() || w.spec.role == Role::Read;
+        let problem = worker_problem(w, status, error, finished);
         if let Some(first) = op_errors.first() {
             failures.push(format!(
                 "worker {} ({}): {} store operation(s) failed, first: {first}",
@@ -756,7 +821,7 @@ fn run_once(
                 w.spec.image_name,
                 op_errors.len()
             ));
-        } else if let Some(p) = &problem {
+        } else if let Some(p) = problem.as_ref().filter(|_| !w.reported) {
             failures.push(p.clone());
         }
         if w.spec.role == Role::Pull {
@@ -774,19 +839,16 @@ fn run_once(
     // Reader figures describe the contention window; rounds after the last pull are uncontended.
     let window = as_offset(last_pull_end);
     ops.retain(|o| o.start_ns <= window);
-    // Reclaim the space: the stores are the bulk of a run's disk use and are not inspected later.
-    let _ = fs::remove_dir_all(&stores);
-    // SAFETY: sync(2) has no preconditions; it flushes this run's writeback before the next mode.
-    unsafe { libc::sync() };
-    Ok(RunOutcome {
+    RunOutcome {
         makespan_ns: last_pull_end - t0,
         pulls,
         ops,
         spans,
+        phases,
         failures,
-        kernel,
-        kernel_note,
-    })
+        kernel: None,
+        kernel_note: None,
+    }
 }
 
 fn pull_bar(cfg: &RunConfig, mode: BenchMode, rep: usize) -> ProgressBar {
@@ -849,6 +911,7 @@ fn spawn(spec: WorkerSpec, mode: BenchMode, run_dir: &Path) -> Result<Running> {
         events,
         stderr,
         status: None,
+        reported: false,
     };
     running.stdin = running.child.stdin.take();
     Ok(running)

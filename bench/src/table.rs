@@ -3,7 +3,7 @@
 use locktrace_report::{Metric, Mode, human_duration};
 
 use crate::html::escape;
-use crate::results::{BenchReport, LockStats, ModeResult, Source};
+use crate::results::{BenchReport, LockStats, ModeResult, Phase, Source};
 
 pub struct Table {
     pub modes: Vec<String>,
@@ -52,6 +52,20 @@ pub fn build(report: &BenchReport) -> Table {
     row("reader max", "worker", &|m| {
         dur(m.reader.all.count, m.reader.all.max_ns)
     });
+    for (label, phase) in [
+        ("extract p50 (per layer)", Phase::Extract),
+        ("commit p99 (per layer)", Phase::Commit),
+    ] {
+        row(label, "store", &|m| {
+            m.phases.get(&phase).map_or_else(
+                || "-".to_string(),
+                |l| match phase {
+                    Phase::Extract => human_duration(l.p50_ns),
+                    Phase::Commit => human_duration(l.p99_ns),
+                },
+            )
+        });
+    }
     let lock_rows: [LockRow; 5] = [
         ("layers.lock W hold p50", Mode::Write, Metric::Hold, |s| {
             s.p50

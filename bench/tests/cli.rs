@@ -90,6 +90,7 @@ fn tiny_run_writes_table_report_and_html() {
     assert!(!html.contains("<?xml"), "SVG prolog leaked into HTML");
     assert!(out.join("plots/reader-latency.svg").is_file());
     assert!(out.join("plots/timeline-locked.svg").is_file());
+    assert!(out.join("plots/cdf-store.svg").is_file());
 }
 
 #[test]

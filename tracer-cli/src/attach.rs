@@ -9,7 +9,7 @@ use std::fmt;
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 
 use crate::{Error, kernel};
@@ -98,6 +98,16 @@ pub fn attach_lock_calls(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), String
             attach_tracepoint(ebpf, "sys_exit_fcntl", "syscalls", "sys_exit_fcntl")
         }
     }
+}
+
+/// Whether BTF raw tracepoints load and attach here (reported by `doctor`).
+pub fn probe_tp_btf(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let prog: &mut BtfTracePoint = program(ebpf, "probe_tp_btf")?;
+    prog.load("sched_process_fork", &btf)
+        .map_err(|e| describe(&e))?;
+    prog.attach().map_err(|e| describe(&e))?;
+    Ok(())
 }
 
 fn attach_tracepoint(

@@ -94,6 +94,16 @@ pub fn diagnose() -> Diagnosis {
                 detail: e.to_string(),
             }),
         }
+        let tp_btf = tracer::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|mut ebpf| attach::probe_tp_btf(&mut ebpf));
+        checks.push(Check {
+            name: "tp_btf",
+            ok: tp_btf.is_ok(),
+            detail: tp_btf.err().unwrap_or_else(|| {
+                "BTF raw tracepoint loaded and attached (not needed by record)".into()
+            }),
+        });
         for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
             let result = tracer::load(&config)
                 .map_err(|e| e.to_string())

@@ -16,9 +16,9 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
     },
-    macros::{fentry, fexit, map, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{FEntryContext, FExitContext, TracePointContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
@@ -206,6 +206,15 @@ fn lock_enter(fd: i32, cmd: u32, file: u64, l_type: u32) -> u32 {
     // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
     let ev = unsafe { &mut *ev };
     ev.flags = 0;
+    if l_type == F_UNLCK {
+        // An unlock only needs to mark the thread as inside one, so the release it causes is
+        // labelled as such; the release event carries the rest. No file walk, no event of its own.
+        ev.lock_type = F_UNLCK;
+        if PENDING.insert(&pid_tgid, &*ev, 0).is_err() {
+            bump(counter::MAP_FULL);
+        }
+        return OK;
+    }
     if !unsafe { describe_file(&cfg, file, ev) } {
         return SKIP;
     }
@@ -244,6 +253,10 @@ fn lock_exit(ret: i32) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the pointer comes from a successful map lookup and is read before the delete below.
     let pending = unsafe { &*pending };
+    if pending.lock_type == F_UNLCK {
+        let _ = PENDING.remove(&pid_tgid);
+        return OK;
+    }
     if ret == 0 && pending.lock_type != F_UNLCK {
         let key = HeldKey {
             dev: pending.dev,
@@ -285,11 +298,16 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
     let Ok(l_type) = (unsafe { bpf_probe_read_user(arg as *const i16) }) else {
         return SKIP;
     };
-    let cfg = config();
-    let Some(file) = (unsafe { file_from_fd(&cfg, fd) }) else {
-        return SKIP;
+    let l_type = l_type as u32;
+    let file = if l_type == F_UNLCK {
+        0
+    } else {
+        match unsafe { file_from_fd(&config(), fd) } {
+            Some(file) => file,
+            None => return SKIP,
+        }
     };
-    lock_enter(fd as i32, cmd, file, l_type as u32)
+    lock_enter(fd as i32, cmd, file, l_type)
 }
 
 #[tracepoint]
@@ -393,6 +411,13 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     } else {
         debug!(&ctx, "following child {} of {}", child, parent);
     }
+    OK
+}
+
+/// Loaded only by `locktrace doctor` to report whether BTF raw tracepoints work here; tracing uses
+/// the classic tracepoints, whose field layout the kernel publishes in tracefs.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn probe_tp_btf(_ctx: BtfTracePointContext) -> u32 {
     OK
 }
 

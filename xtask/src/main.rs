@@ -2,6 +2,7 @@
 //! through here so that a fresh machine needs nothing but rustup and cargo.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -38,6 +39,11 @@ enum Task {
         /// Extra arguments for `lockbench run`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Run the kernel tests in QEMU guests booting stock Debian kernels (fentry and tracepoints).
+    VmTest {
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: vm::KernelChoice,
     },
 }
 
@@ -88,6 +94,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             status(&mut cmd)
         }
+        Task::VmTest { kernel } => vm::run(kernel),
     }
 }
 

@@ -37,6 +37,13 @@ enum Cmd {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30ms")]
         hold: Duration,
     },
+    /// Lock and unlock an uncontended file in a tight loop; print the cost per pair (tracer overhead).
+    Loop {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
     /// Run a contention scenario of `hold` processes and write their timings to --truth.
     Scenario {
         #[arg(long)]
@@ -101,6 +108,7 @@ fn main() -> Result<()> {
         Cmd::Hold(a) => hold(&a),
         Cmd::Scenario { path, truth, holds } => scenario(&path, &truth, &holds),
         Cmd::ExitHold { path, hold } => exit_hold(&path, hold),
+        Cmd::Loop { path, count } => lock_loop(&path, count),
     }
 }
 
@@ -267,6 +275,21 @@ fn finish(mut child: Child, mut out: BufReader<std::process::ChildStdout>) -> Re
         bail!("lockload hold failed: {status}");
     }
     Ok(serde_json::from_str(&line)?)
+}
+
+fn lock_loop(path: &Path, count: u64) -> Result<()> {
+    let fd = open(path)?;
+    let start = Instant::now();
+    for _ in 0..count {
+        setlk(fd, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock")?;
+        setlk(fd, libc::F_SETLK, libc::F_UNLCK as i16).context("unlock")?;
+    }
+    let ns = start.elapsed().as_nanos() as u64;
+    println!(
+        "{}",
+        serde_json::json!({ "pairs": count, "ns_per_pair": ns / count.max(1) })
+    );
+    Ok(())
 }
 
 fn exit_hold(path: &Path, hold: Duration) -> Result<()> {
