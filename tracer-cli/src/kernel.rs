@@ -154,6 +154,7 @@ pub fn offsets() -> Result<Offsets, Error> {
         file_dentry: m("file", &["f_path", "dentry"])?,
         file_inode: m("file", &["f_inode"])?,
         dentry_name: m("dentry", &["d_name", "name"])?,
+        dentry_parent: m("dentry", &["d_parent"])?,
         inode_ino: m("inode", &["i_ino"])?,
         inode_sb: m("inode", &["i_sb"])?,
         sb_dev: m("super_block", &["s_dev"])?,
@@ -176,6 +177,41 @@ pub fn kernel_dev(st_dev: u64) -> u64 {
     (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
 }
 
+/// Where the root of the filesystem with kernel device `kdev` is mounted (first such mount).
+pub fn mount_point(kdev: u64) -> Option<std::path::PathBuf> {
+    let want = format!("{}:{}", kdev >> 20, kdev & 0xfffff);
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        // id parent major:minor root mount-point ...
+        let f: Vec<&str> = line.split(' ').collect();
+        (f.len() > 4 && f[2] == want && f[3] == "/").then(|| unescape_mount(f[4]).into())
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        match rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            Some(b) => {
+                out.push(b as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -185,6 +221,18 @@ pub fn release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_unescaped_and_found() {
+        assert_eq!(unescape_mount(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount(r"/x\134y"), r"/x\y");
+        let root = std::fs::metadata("/").unwrap();
+        let kdev = kernel_dev(std::os::unix::fs::MetadataExt::dev(&root));
+        assert!(
+            mount_point(kdev).is_some(),
+            "the root filesystem has a mount point"
+        );
+    }
 
     #[test]
     fn dev_numbers_round_trip() {

@@ -8,9 +8,11 @@
 use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf};
 
 use locktrace_report::{Actor, Drops, LockKey, Metric, Mode, Recorder, TryOutcome};
-use tracer_common::{Event, F_OFD_SETLKW, F_RDLCK, F_SETLKW, F_UNLCK, F_WRLCK, event_flag, kind};
+use tracer_common::{
+    Event, F_OFD_SETLKW, F_RDLCK, F_SETLKW, F_UNLCK, F_WRLCK, PathRecord, event_flag, kind,
+};
 
-use crate::kernel;
+use crate::{kernel, tracer::Record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Owner {
@@ -32,6 +34,8 @@ pub struct Ledger {
     open: HashMap<Owner, OpenHold>,
     /// Lock identity by kernel (dev, ino): name from the event, path resolved once.
     locks: HashMap<(u64, u64), LockKey>,
+    /// Paths the kernel walked, by kernel (dev, ino).
+    paths: HashMap<(u64, u64), PathBuf>,
     pub unmatched_releases: u64,
     pub unresolved_names: u64,
 }
@@ -64,6 +68,34 @@ impl Ledger {
             );
         }
         ledger
+    }
+
+    pub fn handle(&mut self, rec: &Record) {
+        match rec {
+            Record::Lock(ev) => self.record(ev),
+            Record::Path(p) => self.learn_path(p),
+        }
+    }
+
+    /// Completes a kernel-walked path with its mount point; kept only if it still names the inode.
+    fn learn_path(&mut self, p: &PathRecord) {
+        if p.incomplete != 0 || self.paths.contains_key(&(p.dev, p.ino)) {
+            return;
+        }
+        let Some(mut path) = kernel::mount_point(p.dev) else {
+            return;
+        };
+        for component in p.components[..(p.depth as usize).min(p.components.len())]
+            .iter()
+            .rev()
+        {
+            path.push(cstr(component));
+        }
+        let same = std::fs::metadata(&path)
+            .is_ok_and(|m| m.dev() == kernel::user_dev(p.dev) && m.ino() == p.ino);
+        if same {
+            self.paths.insert((p.dev, p.ino), path);
+        }
     }
 
     pub fn record(&mut self, ev: &Event) {
@@ -158,7 +190,11 @@ impl Ledger {
             cstr(&ev.name)
         };
         let dev = kernel::user_dev(ev.dev);
-        let path = resolve_path(ev.pid, ev.fd, dev, ev.ino);
+        let path = self
+            .paths
+            .get(&(ev.dev, ev.ino))
+            .cloned()
+            .or_else(|| resolve_path(ev.pid, ev.fd, dev, ev.ino));
         let key = LockKey {
             name,
             path: path.map(|p| p.display().to_string()),

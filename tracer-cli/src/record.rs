@@ -16,7 +16,7 @@ use locktrace::{
     filter::Filter,
     kernel,
     ledger::{Ledger, cstr},
-    tracer::{Counters, Tracer},
+    tracer::{Counters, Record, Tracer},
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -100,11 +100,11 @@ pub fn run(mut opts: Options) -> Result<i32> {
     let stdout = std::io::stdout();
     loop {
         let ndjson = opts.format == LiveFormat::Ndjson && !opts.quiet;
-        tracer.poll(POLL, |ev| {
-            ledger.record(ev);
-            if ndjson {
+        tracer.poll(POLL, |rec| {
+            if let (Record::Lock(ev), true) = (&rec, ndjson) {
                 let _ = writeln!(stdout.lock(), "{}", event_json(ev));
             }
+            ledger.handle(&rec);
         });
         if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
             && Instant::now() >= tick
@@ -142,7 +142,7 @@ pub fn run(mut opts: Options) -> Result<i32> {
         }
     }
     // Events already in the ring buffer belong to this run.
-    tracer.poll(Duration::ZERO, |ev| ledger.record(ev));
+    tracer.poll(Duration::ZERO, |rec| ledger.handle(&rec));
     let counters = tracer.counters()?;
     let report = ledger
         .recorder()

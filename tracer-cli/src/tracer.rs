@@ -10,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, Event, InodeKey, NAME_LEN, counter};
+use tracer_common::{Config, Event, InodeKey, NAME_LEN, PathRecord, counter};
 
 use crate::{
     Error,
@@ -30,6 +30,14 @@ pub struct Counters {
     pub ringbuf_full: u64,
     pub map_full: u64,
     pub read_failed: u64,
+}
+
+/// What the kernel side sends.
+pub enum Record {
+    /// A lock call or a release.
+    Lock(Event),
+    /// A traced file's path, once per inode, before its first lock event.
+    Path(PathRecord),
 }
 
 pub struct Tracer {
@@ -114,7 +122,7 @@ impl Tracer {
     }
 
     /// Waits up to `timeout` for events and passes each to `sink`. Returns how many it passed.
-    pub fn poll(&mut self, timeout: Duration, mut sink: impl FnMut(&Event)) -> usize {
+    pub fn poll(&mut self, timeout: Duration, mut sink: impl FnMut(Record)) -> usize {
         let mut fds = [libc::pollfd {
             fd: self.events.as_fd().as_raw_fd(),
             events: libc::POLLIN,
@@ -124,13 +132,19 @@ impl Tracer {
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
         let mut n = 0;
         while let Some(item) = self.events.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel wrote a whole `Event` (same repr(C) type) into this record;
-                // read_unaligned because ring-buffer records are only 8-byte aligned by contract.
-                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-                sink(&ev);
-                n += 1;
-            }
+            // SAFETY: the kernel wrote a whole record of the repr(C) type its size names;
+            // read_unaligned because ring-buffer records are only 8-byte aligned by contract.
+            let record = match item.len() {
+                len if len == size_of::<Event>() => {
+                    Record::Lock(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
+                }
+                len if len == size_of::<PathRecord>() => Record::Path(unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast::<PathRecord>())
+                }),
+                _ => continue,
+            };
+            sink(record);
+            n += 1;
         }
         if let Some(logger) = &mut self.logger {
             logger.flush();

@@ -130,10 +130,11 @@ fn only_lock<'a>(report: &'a Report, path: &Path) -> &'a LockReport {
     let meta = path.metadata().unwrap();
     assert_eq!(lock.key.ino, Some(meta.ino()), "lock inode");
     assert_eq!(lock.key.dev, Some(meta.dev()), "lock device");
-    // The path is best effort (resolved from /proc while the fd is open, or known from --path).
-    if let Some(p) = &lock.key.path {
-        assert_eq!(p, path.to_str().unwrap(), "lock path");
-    }
+    assert_eq!(
+        lock.key.path.as_deref(),
+        Some(path.to_str().unwrap()),
+        "lock path"
+    );
     assert_eq!(
         lock.key.name,
         path.file_name().unwrap().to_str().unwrap(),
@@ -354,17 +355,30 @@ fn equally_named_locks_in_two_stores_stay_apart() {
         &["--lock", "layers.lock"],
         &["sh", "-c", &script],
     );
-    // Named, not pathed: the fds may be closed before userspace could ask /proc, so the locks are
-    // told apart by their inodes.
-    let mut counts: Vec<(Option<u64>, u64)> = report
+    // Named, not pathed: told apart by inode, and the kernel-walked paths say which is which.
+    let mut counts: Vec<(Option<String>, Option<u64>, u64)> = report
         .locks
         .iter()
-        .map(|l| (l.key.ino, l.modes[&Mode::Write].hold.summary.count))
+        .map(|l| {
+            (
+                l.key.path.clone(),
+                l.key.ino,
+                l.modes[&Mode::Write].hold.summary.count,
+            )
+        })
         .collect();
     counts.sort();
     let mut want = vec![
-        (Some(la.metadata().unwrap().ino()), 1),
-        (Some(lb.metadata().unwrap().ino()), 2),
+        (
+            Some(la.display().to_string()),
+            Some(la.metadata().unwrap().ino()),
+            1,
+        ),
+        (
+            Some(lb.display().to_string()),
+            Some(lb.metadata().unwrap().ino()),
+            2,
+        ),
     ];
     want.sort();
     assert_eq!(counts, want);

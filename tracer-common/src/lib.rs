@@ -8,6 +8,9 @@
 pub const NAME_LEN: usize = 64;
 /// Bytes of a task's comm.
 pub const COMM_LEN: usize = 16;
+/// Path components a [`PathRecord`] carries (leaf first), and the bytes of each.
+pub const PATH_DEPTH: usize = 12;
+pub const COMPONENT_LEN: usize = 32;
 
 /// fcntl commands (x86_64 / generic Linux values).
 pub const F_SETLK: u32 = 6;
@@ -83,6 +86,21 @@ pub struct Event {
     pub name: [u8; NAME_LEN],
 }
 
+/// Sent once per traced inode, before its first lock event: the file's path inside its filesystem,
+/// walked up `d_parent` in the kernel, so the path is known even when the process closes the fd before
+/// userspace could look at `/proc`. Told apart from [`Event`] by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PathRecord {
+    pub dev: u64,
+    pub ino: u64,
+    /// Components filled, leaf first; the filesystem root ("/") is not included.
+    pub depth: u32,
+    /// Non-zero when the walk stopped before the filesystem root or a component was truncated.
+    pub incomplete: u32,
+    pub components: [[u8; COMPONENT_LEN]; PATH_DEPTH],
+}
+
 /// Counters the programs keep in a per-CPU array; userspace sums them and always reports them.
 pub mod counter {
     /// `bpf_ringbuf_reserve` failed: an event was lost.
@@ -109,6 +127,7 @@ pub struct Offsets {
     pub file_inode: u64,
     /// `dentry.d_name.name`.
     pub dentry_name: u64,
+    pub dentry_parent: u64,
     pub inode_ino: u64,
     pub inode_sb: u64,
     pub sb_dev: u64,
@@ -154,10 +173,12 @@ pub struct InodeKey {
 mod pod {
     // SAFETY: all of these are repr(C), made of integers and byte arrays, with no padding.
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::PathRecord {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::HeldKey {}
     unsafe impl aya::Pod for super::InodeKey {}
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 8 + COMM_LEN + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 16 + 17 * 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16 + 18 * 8);
+const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());

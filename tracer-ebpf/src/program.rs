@@ -17,13 +17,13 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    Config, Event, F_OFD_SETLK, F_OFD_SETLKW, F_SETLK, F_SETLKW, F_UNLCK, HeldKey, InodeKey,
-    NAME_LEN, counter, event_flag, filter, kind,
+    COMPONENT_LEN, Config, Event, F_OFD_SETLK, F_OFD_SETLKW, F_SETLK, F_SETLKW, F_UNLCK, HeldKey,
+    InodeKey, NAME_LEN, PATH_DEPTH, PathRecord, counter, event_flag, filter, kind,
 };
 
 #[unsafe(no_mangle)]
@@ -40,6 +40,7 @@ static CONFIG: Config = Config {
         file_dentry: 0,
         file_inode: 0,
         dentry_name: 0,
+        dentry_parent: 0,
         inode_ino: 0,
         inode_sb: 0,
         sb_dev: 0,
@@ -75,6 +76,13 @@ static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Inodes whose path was already sent.
+#[map]
+static SEEN: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+static PATH_SCRATCH: PerCpuArray<PathRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space: an `Event` is too big to build on the 512-byte BPF stack next to everything else.
 #[map]
@@ -192,6 +200,52 @@ unsafe fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> bool {
     cfg.flags & filter::BY_INODE != 0 && unsafe { INODES.get(&key) }.is_some()
 }
 
+/// Sends the path of a traced inode the first time it is seen.
+unsafe fn send_path_once(cfg: &Config, file: u64, dev: u64, ino: u64) {
+    let key = InodeKey { dev, ino };
+    if unsafe { SEEN.get(&key) }.is_some() {
+        return;
+    }
+    let _ = SEEN.insert(&key, &1, 0);
+    let Some(rec) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
+    let rec = unsafe { &mut *rec };
+    let o = &cfg.offsets;
+    rec.dev = dev;
+    rec.ino = ino;
+    rec.depth = 0;
+    rec.incomplete = 1;
+    let Some(mut dentry) = (unsafe { read_at::<u64>(file, o.file_dentry) }) else {
+        return;
+    };
+    for i in 0..PATH_DEPTH {
+        let Some(parent) = (unsafe { read_at::<u64>(dentry, o.dentry_parent) }) else {
+            break;
+        };
+        if parent == dentry {
+            // The filesystem root: its "/" is implied.
+            rec.incomplete = 0;
+            break;
+        }
+        let slot = &mut rec.components[i];
+        *slot = [0; COMPONENT_LEN];
+        let read = unsafe { read_at::<u64>(dentry, o.dentry_name) }
+            .and_then(|p| unsafe { bpf_probe_read_kernel_str_bytes(p as *const u8, slot) }.ok())
+            .map(|name| name.len());
+        match read {
+            // A full slot means the name may have been cut.
+            Some(len) if len < COMPONENT_LEN - 1 => rec.depth = i as u32 + 1,
+            _ => break,
+        }
+        dentry = parent;
+    }
+    if EVENTS.output::<PathRecord>(&*rec, submit_flags()).is_err() {
+        bump(counter::RINGBUF_FULL);
+    }
+}
+
 /// Common entry half: `file` is the locked file, `l_type` the requested lock type.
 fn lock_enter(fd: i32, cmd: u32, file: u64, l_type: u32) -> u32 {
     let cfg = config();
@@ -227,6 +281,7 @@ fn lock_enter(fd: i32, cmd: u32, file: u64, l_type: u32) -> u32 {
         bump(counter::READ_FAILED);
         return SKIP;
     };
+    unsafe { send_path_once(&cfg, file, ev.dev, ev.ino) };
     ev.owner = owner;
     ev.start_ns = unsafe { bpf_ktime_get_ns() };
     ev.end_ns = 0;
