@@ -3,25 +3,11 @@
 use std::fmt::Write;
 
 use locktrace_report::human_duration;
+use locktrace_report::markup::escape;
 
 use crate::plot::Plot;
 use crate::results::BenchReport;
 use crate::table::Table;
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .8em;border-bottom:1px solid #ddd}\

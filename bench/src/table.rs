@@ -2,8 +2,8 @@
 
 use locktrace_report::{Metric, Mode, human_duration};
 
-use crate::html::escape;
 use crate::results::{BenchReport, LockStats, ModeResult, Phase, Source};
+use locktrace_report::markup::escape;
 
 pub struct Table {
     pub modes: Vec<String>,

@@ -67,8 +67,9 @@ impl Ratios {
     }
 }
 
-/// Lines up every lock mode and metric with samples in any of `reports` (label, report).
-pub fn compare(reports: &[(&str, &Report)]) -> Comparison {
+/// Every (lock name, mode, metric) with samples in any of `reports`, in order: what side-by-side
+/// views (tables, plots) line up.
+pub(crate) fn sampled_keys(reports: &[(&str, &Report)]) -> BTreeSet<(String, Mode, Metric)> {
     let mut keys = BTreeSet::new();
     for (_, r) in reports {
         for lock in &r.locks {
@@ -81,7 +82,12 @@ pub fn compare(reports: &[(&str, &Report)]) -> Comparison {
             }
         }
     }
-    let rows = keys
+    keys
+}
+
+/// Lines up every lock mode and metric with samples in any of `reports` (label, report).
+pub fn compare(reports: &[(&str, &Report)]) -> Comparison {
+    let rows = sampled_keys(reports)
         .into_iter()
         .map(|(lock, mode, metric)| {
             let summaries: Vec<Option<Summary>> = reports

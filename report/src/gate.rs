@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReportError;
+use crate::markup;
 use crate::model::{LockReport, Metric, Mode, Report, Statistic, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -673,7 +674,7 @@ impl GateResult {
             let _ = writeln!(
                 out,
                 "    <!-- warning: {} -->",
-                xml_escape(&w.replace("--", "- -"))
+                markup::escape(&w.replace("--", "- -"))
             );
         }
         for c in &self.checks {
@@ -685,10 +686,10 @@ impl GateResult {
             let _ = write!(
                 out,
                 r#"    <testcase classname="{}" name="{}""#,
-                xml_escape(&c.name),
-                xml_escape(&case)
+                markup::escape(&c.name),
+                markup::escape(&case)
             );
-            let msg = xml_escape(&c.message);
+            let msg = markup::escape(&c.message);
             match c.verdict {
                 Verdict::Pass => {
                     let _ = writeln!(out, "/>");
@@ -720,21 +721,4 @@ impl GateResult {
         out.push_str("  </testsuite>\n</testsuites>\n");
         out
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry most control characters, even escaped.
-            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r') => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
 }

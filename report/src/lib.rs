@@ -7,6 +7,7 @@ mod error;
 pub mod export;
 pub mod gate;
 mod histogram;
+pub mod markup;
 pub mod merge;
 mod model;
 mod pattern;

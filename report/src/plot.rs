@@ -1,14 +1,13 @@
 //! CDF plots of wait and hold times, one panel per lock, mode and metric, one line per report.
 //! The x axis is logarithmic because lock times span nanoseconds to seconds.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::ReportError;
-use crate::model::{Metric, Mode, Report};
+use crate::model::Report;
 use crate::render::human_duration;
 
 const PANEL: (u32, u32) = (640, 360);
@@ -92,19 +91,8 @@ pub fn plot_cdf(reports: &[(&str, &Report)], out: &Path) -> Result<(), ReportErr
 }
 
 fn panels(reports: &[(&str, &Report)]) -> Result<Vec<Panel>, ReportError> {
-    let mut keys: BTreeSet<(String, Mode, Metric)> = BTreeSet::new();
-    for (_, r) in reports {
-        for lock in &r.locks {
-            for (mode, m) in &lock.modes {
-                for metric in Metric::ALL {
-                    if m.metric(metric).summary.count > 0 {
-                        keys.insert((lock.key.name.clone(), *mode, metric));
-                    }
-                }
-            }
-        }
-    }
-    keys.into_iter()
+    crate::compare::sampled_keys(reports)
+        .into_iter()
         .map(|(name, mode, metric)| {
             let mut series = Vec::new();
             for (label, r) in reports {

@@ -8,19 +8,18 @@
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
+use crate::digest::HashingReader;
 use crate::error::{IoContext, StoreError};
 use crate::record::{IdMap, map_id};
 use crate::sys::{self, cstring, cvt};
 
-/// Read/copy buffer size: big copies keep extraction at `tar -x` speed.
+/// Copy buffer size: big copies keep extraction at `tar -x` speed.
 const BUF: usize = 1 << 20;
 
 /// How a layer stream is compressed, decided from its first bytes (never from a file name).
@@ -58,43 +57,8 @@ pub(crate) struct Digests {
     pub uncompressed_size: u64,
 }
 
-/// Counts and hashes everything read through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    fn finish(self) -> (String, u64, R) {
-        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
-        (digest, self.len, self.inner)
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-}
-
 fn corrupt(e: io::Error) -> StoreError {
     StoreError::Archive(e.to_string())
-}
-
-fn drain(mut r: impl Read) -> Result<(), StoreError> {
-    io::copy(&mut r, &mut io::sink()).map(drop).map_err(corrupt)
 }
 
 /// Extracts a (plain, gzip or zstd) tar stream into the existing directory `dest`; reads the stream to its end
@@ -122,52 +86,46 @@ pub(crate) fn extract(
     }
     let raw = io::Cursor::new(prefix[..n].to_vec()).chain(input);
     let mut ex = Extractor::new(root, opts);
-    match Compression::detect(&prefix[..n]) {
+    let (uncompressed_digest, uncompressed_size, hraw) = match Compression::detect(&prefix[..n]) {
         Compression::Plain => {
-            let mut tar_in = Hashing::new(BufReader::with_capacity(BUF, raw));
-            ex.unpack(&mut tar_in)?;
-            let (uncompressed_digest, uncompressed_size, _) = tar_in.finish();
-            Ok(Digests {
+            let (uncompressed_digest, uncompressed_size, _) = ex.unpack(hashing(raw)?)?;
+            return Ok(Digests {
                 compressed_digest: None,
                 compressed_size: None,
                 uncompressed_digest,
                 uncompressed_size,
-            })
+            });
         }
         Compression::Gzip => {
-            let mut hraw = Hashing::new(raw);
-            let dec =
-                flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(BUF, &mut hraw));
-            let mut tar_in = Hashing::new(dec);
-            ex.unpack(&mut tar_in)?;
-            let (uncompressed_digest, uncompressed_size, dec) = tar_in.finish();
-            drain(dec.into_inner())?;
-            let (digest, size, _) = hraw.finish();
-            Ok(Digests {
-                compressed_digest: Some(digest),
-                compressed_size: Some(size),
-                uncompressed_digest,
-                uncompressed_size,
-            })
+            let dec = flate2::bufread::MultiGzDecoder::new(hashing(raw)?);
+            let (digest, size, dec) = ex.unpack(hashing(dec)?)?;
+            (digest, size, dec.into_inner())
         }
         Compression::Zstd => {
-            let mut hraw = Hashing::new(raw);
-            let dec =
-                zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUF, &mut hraw))
-                    .map_err(corrupt)?;
-            let mut tar_in = Hashing::new(dec);
-            ex.unpack(&mut tar_in)?;
-            let (uncompressed_digest, uncompressed_size, dec) = tar_in.finish();
-            drain(dec.finish())?;
-            let (digest, size, _) = hraw.finish();
-            Ok(Digests {
-                compressed_digest: Some(digest),
-                compressed_size: Some(size),
-                uncompressed_digest,
-                uncompressed_size,
-            })
+            let dec = zstd::stream::read::Decoder::with_buffer(hashing(raw)?).map_err(corrupt)?;
+            let (digest, size, dec) = ex.unpack(hashing(dec)?)?;
+            (digest, size, dec.finish())
         }
-    }
+    };
+    // Bytes after the compressed data still count toward the compressed digest.
+    let (compressed_digest, compressed_size, _) = finish(hraw)?;
+    Ok(Digests {
+        compressed_digest: Some(compressed_digest),
+        compressed_size: Some(compressed_size),
+        uncompressed_digest,
+        uncompressed_size,
+    })
+}
+
+/// Hashes `r` on a worker thread while this one writes files.
+fn hashing<R: Read>(r: R) -> Result<HashingReader<R>, StoreError> {
+    HashingReader::new(r).ctx(|| "starting a sha256 worker thread")
+}
+
+/// Reads `r` to its end and returns its digest, length and source.
+fn finish<R: Read>(mut r: HashingReader<R>) -> Result<(String, u64, R), StoreError> {
+    r.skip_rest().map_err(corrupt)?;
+    r.finish().ctx(|| "hashing the layer stream")
 }
 
 /// Splits an archive path into components; refuses absolute paths and `..`.
@@ -227,17 +185,21 @@ impl<'a> Extractor<'a> {
         }
     }
 
-    fn unpack<R: Read>(&mut self, reader: &mut R) -> Result<(), StoreError> {
+    /// Extracts the tar stream `reader`, then reads it to its end (padding and anything after the
+    /// end-of-archive blocks count toward the digest) and returns its digest, length and source.
+    fn unpack<R: Read>(
+        &mut self,
+        mut reader: HashingReader<R>,
+    ) -> Result<(String, u64, R), StoreError> {
         {
-            let mut ar = tar::Archive::new(&mut *reader);
+            let mut ar = tar::Archive::new(&mut reader);
             for entry in ar.entries().map_err(corrupt)? {
                 let mut entry = entry.map_err(corrupt)?;
                 self.entry(&mut entry)?;
             }
         }
         self.finish_dirs()?;
-        // Padding and anything after the end-of-archive blocks still count toward the digest.
-        drain(reader)
+        finish(reader)
     }
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! [`lockfile`] (where the lock order is enforced).
 
 mod archive;
+mod digest;
 mod error;
 pub mod lockfile;
 mod observer;

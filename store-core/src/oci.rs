@@ -174,31 +174,6 @@ impl Layout<'_> {
     }
 }
 
-/// Hashes a blob as it streams into extraction and fails the read at EOF if it does not match.
-struct Verifier<R> {
-    inner: R,
-    hasher: Sha256,
-    expected: String,
-    mismatch: Option<String>,
-}
-
-impl<R: Read> Read for Verifier<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.hasher.update(&buf[..n]);
-            return Ok(n);
-        }
-        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-        if actual != self.expected {
-            let msg = format!("content hashes to {actual}");
-            self.mismatch = Some(msg.clone());
-            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
-        }
-        Ok(0)
-    }
-}
-
 /// Hashes a whole file (used to tell a corrupt blob from a corrupt-but-correctly-hashed tarball).
 fn file_digest(path: &Path) -> io::Result<String> {
     let mut h = Sha256::new();
@@ -289,33 +264,24 @@ pub fn pull(
             Err(e) => return Err(e),
         }
         let blob = layout.open_blob(ldesc)?;
-        let mut verifier = Verifier {
-            inner: blob,
-            hasher: Sha256::new(),
-            expected: ldesc.digest.clone(),
-            mismatch: None,
-        };
         let req = LayerRequest {
             id: Some(id.clone()),
             parent: parent.clone(),
             ..LayerRequest::default()
         };
-        let (layer, created) = match store.create_layer_inner(&req, &mut verifier, mode) {
+        // The store checks the blob digest (it hashes the stream anyway) before committing the layer.
+        let (layer, created) = match store.create_layer_inner(&req, blob, Some(&ldesc.digest), mode)
+        {
             Ok(r) => r,
+            Err(e @ StoreError::BlobMismatch { .. }) => return Err(e),
             Err(e) => {
-                let blob_err = |msg| StoreError::BlobMismatch {
-                    blob: ldesc.digest.clone(),
-                    msg,
-                };
-                if let Some(msg) = verifier.mismatch {
-                    return Err(blob_err(msg));
-                }
                 // The tar parser may have failed before EOF: a damaged blob is the better explanation.
                 let path = layout.blob_path(&ldesc.digest)?;
                 return match file_digest(&path) {
-                    Ok(actual) if actual != ldesc.digest => {
-                        Err(blob_err(format!("content hashes to {actual}")))
-                    }
+                    Ok(actual) if actual != ldesc.digest => Err(StoreError::BlobMismatch {
+                        blob: ldesc.digest.clone(),
+                        msg: format!("content hashes to {actual}"),
+                    }),
                     _ => Err(e),
                 };
             }

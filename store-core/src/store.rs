@@ -395,15 +395,17 @@ impl Store {
         tar_stream: impl Read,
         mode: ExtractMode,
     ) -> Result<Layer, StoreError> {
-        self.create_layer_inner(req, tar_stream, mode)
+        self.create_layer_inner(req, tar_stream, None, mode)
             .map(|(l, _)| l)
     }
 
-    /// Returns the layer and whether this call created it (false: it already existed).
+    /// Returns the layer and whether this call created it (false: it already existed). `blob_digest`: the
+    /// digest the stream must have as given (an OCI blob's), checked before the layer is committed.
     pub(crate) fn create_layer_inner(
         &self,
         req: &LayerRequest,
         tar_stream: impl Read,
+        blob_digest: Option<&str>,
         mode: ExtractMode,
     ) -> Result<(Layer, bool), StoreError> {
         let id = match &req.id {
@@ -420,8 +422,8 @@ impl Store {
         validate_map(&req.uid_map, "UID")?;
         validate_map(&req.gid_map, "GID")?;
         match mode {
-            ExtractMode::Locked => self.create_locked(&id, req, tar_stream),
-            ExtractMode::Staged => self.create_staged(&id, req, tar_stream),
+            ExtractMode::Locked => self.create_locked(&id, req, tar_stream, blob_digest),
+            ExtractMode::Staged => self.create_staged(&id, req, tar_stream, blob_digest),
         }
     }
 
@@ -448,12 +450,14 @@ impl Store {
         }
     }
 
-    /// Creates `dir` (0700) and `dir/diff` (0755), then extracts into `diff`, reporting the extraction time.
+    /// Creates `dir` (0700) and `dir/diff` (0755), then extracts into `diff`, reporting the extraction time,
+    /// and checks the stream's digest against `blob_digest`.
     fn extract_into(
         &self,
         dir: &Path,
         req: &LayerRequest,
         stream: impl Read,
+        blob_digest: Option<&str>,
     ) -> Result<Digests, StoreError> {
         let diff = dir.join("diff");
         mkdir(&diff, 0o755)?;
@@ -466,6 +470,19 @@ impl Store {
             .timed(Op::CreateLayer, EventKind::Extract, || {
                 archive::extract(stream, &diff, &opts)
             })?;
+        if let Some(expected) = blob_digest {
+            // The stream as given: compressed if it was, else the tar itself.
+            let actual = d
+                .compressed_digest
+                .as_ref()
+                .unwrap_or(&d.uncompressed_digest);
+            if actual != expected {
+                return Err(StoreError::BlobMismatch {
+                    blob: expected.to_string(),
+                    msg: format!("content hashes to {actual}"),
+                });
+            }
+        }
         if self.opts.durable {
             let fd = sys::open(&diff, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                 .ctx(|| format!("opening {}", diff.display()))?;
@@ -479,6 +496,7 @@ impl Store {
         id: &str,
         req: &LayerRequest,
         stream: impl Read,
+        blob_digest: Option<&str>,
     ) -> Result<(Layer, bool), StoreError> {
         let g = self.layers_lock.write(Op::CreateLayer)?;
         let mut layers = self.layers_for_write(&g)?;
@@ -496,9 +514,10 @@ impl Store {
             r => r.ctx(|| format!("creating {}", dir.display())),
         };
         let extracted = created.and_then(|()| {
-            self.extract_into(&dir, req, stream).inspect_err(|_| {
-                let _ = sys::remove_tree(&dir);
-            })
+            self.extract_into(&dir, req, stream, blob_digest)
+                .inspect_err(|_| {
+                    let _ = sys::remove_tree(&dir);
+                })
         });
         layers.pop();
         let d = match extracted {
@@ -524,6 +543,7 @@ impl Store {
         id: &str,
         req: &LayerRequest,
         stream: impl Read,
+        blob_digest: Option<&str>,
     ) -> Result<(Layer, bool), StoreError> {
         {
             let g = self.layers_lock.read(Op::CreateLayer)?;
@@ -535,7 +555,7 @@ impl Store {
         let staged = StagingDir::create(&self.staging_root())?;
         let staged_layer = staged.path().join("layer");
         mkdir(&staged_layer, 0o700)?;
-        let d = self.extract_into(&staged_layer, req, stream)?;
+        let d = self.extract_into(&staged_layer, req, stream, blob_digest)?;
 
         let g = self.layers_lock.write(Op::CreateLayer)?;
         let start = monotonic_ns();

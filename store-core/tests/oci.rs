@@ -229,6 +229,42 @@ fn corrupted_blobs_are_named() {
 }
 
 #[test]
+fn well_formed_blob_with_other_content_is_refused_before_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in [ExtractMode::Locked, ExtractMode::Staged] {
+        let layout = tmp.path().join(format!("layout-{mode}"));
+        let w = write_layout(
+            &layout,
+            &[TestImage {
+                tag: Some("t".into()),
+                layers: vec![layer_tar(1)],
+                compress: no_compression,
+            }],
+        );
+        // One byte of file content changed: still a valid tar, so only the digest check can notice.
+        let digest = &w[0].layer_digests[0];
+        let mut data = std::fs::read(blob(&layout, digest)).unwrap();
+        let at = data.windows(4).position(|x| x == [1, 1, 1, 1]).unwrap();
+        data[at] = 2;
+        std::fs::write(blob(&layout, digest), &data).unwrap();
+        let store = open(&tmp.path().join(format!("store-{mode}")));
+        let err = pull(&store, &layout, Some("t"), mode).unwrap_err();
+        let actual = sha256(&data);
+        assert!(
+            matches!(&err, StoreError::BlobMismatch { blob, msg }
+                if blob == digest && msg == &format!("content hashes to {actual}")),
+            "{mode}: {err}"
+        );
+        assert_nothing_left(&store);
+        let overlay: Vec<_> = std::fs::read_dir(store.root().join("overlay"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(overlay, ["staging"], "{mode}");
+    }
+}
+
+#[test]
 fn corrupt_tarball_with_valid_digest_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");

@@ -37,7 +37,7 @@ pub enum Record {
     /// A lock call or a release.
     Lock(Event),
     /// A traced file's path, once per inode, before its first lock event.
-    Path(PathRecord),
+    Path(Box<PathRecord>),
 }
 
 pub struct Tracer {
@@ -138,9 +138,9 @@ impl Tracer {
                 len if len == size_of::<Event>() => {
                     Record::Lock(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
                 }
-                len if len == size_of::<PathRecord>() => Record::Path(unsafe {
+                len if len == size_of::<PathRecord>() => Record::Path(Box::new(unsafe {
                     std::ptr::read_unaligned(item.as_ptr().cast::<PathRecord>())
-                }),
+                })),
                 _ => continue,
             };
             sink(record);

@@ -9,29 +9,15 @@ use std::{
     sync::Mutex,
 };
 
+mod common;
+
 use locktrace_report::{LockReport, Metric, Mode, Report};
 
 /// Timing comparisons want the CPU to themselves; the tracer runs are serialized.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn kernel_available() -> bool {
-    let reason = if unsafe { libc::geteuid() } != 0 {
-        Some("not root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no kernel BTF")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(why) if std::env::var_os("LOCKTRACE_REQUIRE_KERNEL_TESTS").is_some() => {
-            panic!("kernel tests are required here but cannot run: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipped: kernel test needs root and BTF ({why})");
-            false
-        }
-    }
+    common::kernel_tests_can_run("kernel test", &[])
 }
 
 fn locktrace() -> Command {
