@@ -4,7 +4,9 @@
 //! tracepoint attach mode there. Ordinary distro kernels allow fentry, so each pinned kernel below is
 //! booted with an initramfs holding static busybox, the host-built `locktrace`, `lockload` and the
 //! kernel test binary (with the shared libraries they link), and the very same tests run once with
-//! `record --attach fentry` and once with `--attach tracepoint`. The guest reports on a second serial
+//! `record --attach fentry` and once with `--attach tracepoint`, with their accuracy tolerances
+//! unchanged (KVM where it works; otherwise software emulation with an instruction-counted clock,
+//! which keeps host scheduling out of the guest's timings). The guest reports on a second serial
 //! port; a hang, a panic or a missing result is a failure.
 
 use std::{
@@ -21,7 +23,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::setup;
 
-/// A stock Debian cloud kernel: BTF, fentry/fexit, virtio and serial built in, no modules needed.
+/// A stock Debian cloud kernel: BTF, fentry/fexit and the serial port built in, no modules needed.
 struct Kernel {
     label: &'static str,
     package: &'static str,
@@ -269,7 +271,7 @@ struct Binaries {
 }
 
 /// Builds the kernel test binary and the binaries it runs, optimized: under software emulation a
-/// debug locktrace spends about 10 s per start parsing BTF, and the guests take three times as long.
+/// debug locktrace takes about 10 s to start, and the guests run three times as long.
 /// (A static musl build is not possible: locktrace-report's plots pull in freetype, which
 /// freetype-sys compiles as C++ for targets without pkg-config, and Debian has no musl C++
 /// toolchain. The glibc binaries go in with their libraries instead.)
@@ -324,7 +326,7 @@ enum Entry {
     Symlink(String),
 }
 
-/// Writes the guest's initramfs: busybox as /init's shell, the real locktrace under
+/// Writes the guest's initramfs: /init and busybox for its shell, the real locktrace under
 /// [`GUEST_LOCKTRACE`], the wrapper and lockload at their host paths (baked into the test binary
 /// by cargo), and every shared library the binaries load.
 fn pack(bin: &Binaries, out: &Path) -> Result<()> {
