@@ -3,7 +3,7 @@ use std::path::PathBuf;
 /// Every failure of the report library; each renders as one line a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

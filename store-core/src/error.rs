@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A filesystem operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -36,7 +36,7 @@ pub enum StoreError {
     #[error("corrupt layer archive: {0}")]
     Archive(String),
     /// A metadata file (`layers.json`, ...) could not be parsed.
-    #[error("corrupt metadata file {path}: {source}")]
+    #[error("corrupt metadata file {path}")]
     Metadata {
         path: PathBuf,
         #[source]

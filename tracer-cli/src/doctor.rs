@@ -63,6 +63,7 @@ pub fn diagnose() -> Diagnosis {
         ),
         Err(e) => check("offsets", false, e.to_string()),
     }
+    let tracefs_readable = std::fs::read_dir(kernel::TRACEFS).is_ok();
     for (category, name) in [
         ("syscalls", "sys_enter_fcntl"),
         ("syscalls", "sys_exit_fcntl"),
@@ -70,10 +71,15 @@ pub fn diagnose() -> Diagnosis {
         ("sched", "sched_process_fork"),
     ] {
         let ok = kernel::has_tracepoint(category, name);
+        let why = match (ok, tracefs_readable) {
+            (true, _) => "",
+            (false, true) => " missing",
+            (false, false) => " not visible (tracefs not readable)",
+        };
         checks.push(Check {
             name: "tracepoint",
             ok,
-            detail: format!("{category}:{name}{}", if ok { "" } else { " missing" }),
+            detail: format!("{category}:{name}{why}"),
         });
     }
     let mut mode = None;

@@ -60,8 +60,9 @@ impl Filter {
                 flags |= filter::BY_NAME;
             }
             for path in &self.paths {
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| Error::Filter(path.display().to_string(), e.to_string()))?;
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    Error::Filter(format!("--path {}", path.display()), e.to_string())
+                })?;
                 inodes.push(InodeKey {
                     dev: kernel::kernel_dev(meta.dev()),
                     ino: meta.ino(),
@@ -84,7 +85,7 @@ impl Filter {
         if let Some(dir) = &self.cgroup {
             // On cgroup v2 a cgroup's id is its directory's inode number.
             let meta = std::fs::metadata(dir)
-                .map_err(|e| Error::Filter(dir.display().to_string(), e.to_string()))?;
+                .map_err(|e| Error::Filter(format!("--cgroup {}", dir.display()), e.to_string()))?;
             cgroup_id = meta.ino();
             flags |= filter::BY_CGROUP;
         }
@@ -102,7 +103,7 @@ fn name_key(name: &str) -> Result<[u8; NAME_LEN], Error> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= NAME_LEN || name.contains('/') {
         return Err(Error::Filter(
-            name.to_owned(),
+            format!("--lock {name}"),
             format!("a lock name is a basename of 1 to {} bytes", NAME_LEN - 1),
         ));
     }

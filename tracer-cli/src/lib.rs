@@ -38,6 +38,6 @@ pub enum Error {
     },
     #[error("eBPF map {0}: {1}")]
     Map(&'static str, String),
-    #[error("bad filter {0:?}: {1}")]
+    #[error("{0}: {1}")]
     Filter(String, String),
 }

@@ -265,7 +265,25 @@ impl HeldChild {
     }
 }
 
+/// Whether `program` names an executable, directly or through PATH (checked before forking, so a
+/// typo is one clear error instead of a traced failure).
+fn runnable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
+    })
+}
+
 fn spawn_held(program: &str, args: &[String]) -> Result<HeldChild> {
+    if !runnable(program) {
+        bail!("cannot run {program}: no such executable");
+    }
     let argv: Vec<CString> = std::iter::once(program)
         .chain(args.iter().map(String::as_str))
         .map(|a| CString::new(a).with_context(|| format!("argument {a:?} contains a NUL byte")))

@@ -418,3 +418,63 @@ fn doctor_names_the_mode_record_uses() {
         "fentry trial reported: {text}"
     );
 }
+
+#[test]
+fn a_recorded_workload_is_gated_end_to_end() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("layers.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let truth = dir.path().join("truth.json");
+    let (_, out) = record(
+        dir.path(),
+        &["--path", lock.to_str().unwrap()],
+        &[
+            lockload().to_str().unwrap(),
+            "scenario",
+            "--path",
+            lock.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+            "--holds",
+            "2ms,60ms",
+        ],
+    );
+    assert!(out.status.success());
+    let report = dir.path().join("report.json");
+    let gate = |budget: &str, format: &str| {
+        run(locktrace()
+            .arg("gate")
+            .arg(&report)
+            .args(["--budget", budget, "--format", format]))
+    };
+    // Four holds of which one is ~60 ms: a 1 s budget passes, a 10 ms one fails and says why.
+    let pass = gate("layers.lock:write:hold:max<=1s", "text");
+    assert_eq!(
+        pass.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&pass.stdout)
+    );
+    let fail = gate("layers.lock:write:hold:max<=10ms", "junit");
+    assert_eq!(fail.status.code(), Some(1));
+    let junit = String::from_utf8_lossy(&fail.stdout);
+    assert!(junit.contains("<failure"), "{junit}");
+    assert!(
+        junit.contains("10.0ms") || junit.contains("10ms"),
+        "limit named: {junit}"
+    );
+    let count = gate("layers.lock:write:hold:count==4", "text");
+    assert_eq!(
+        count.status.code(),
+        Some(0),
+        "exact count: {}",
+        String::from_utf8_lossy(&count.stdout)
+    );
+    // A lock the report does not have cannot be evaluated.
+    let missing = gate("images.lock:wait:p99<=1s", "text");
+    assert_eq!(missing.status.code(), Some(2));
+}
