@@ -23,7 +23,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn setup() -> Result<()> {
-    apt_packages()?;
+    apt_packages("setup", APT_PACKAGES)?;
     toolchain()?;
     bpf_linker()?;
     Ok(())
@@ -46,17 +46,16 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn apt_packages() -> Result<()> {
-    let missing: Vec<_> = APT_PACKAGES
-        .iter()
-        .filter(|(pkg, _)| !installed(pkg))
-        .collect();
+/// Installs the Debian packages of `packages` (name, why) that are missing, saying what and why;
+/// without root or apt it says what to run instead.
+pub fn apt_packages(task: &str, packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<_> = packages.iter().filter(|(pkg, _)| !installed(pkg)).collect();
     if missing.is_empty() {
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
     for (pkg, why) in &missing {
-        eprintln!("xtask setup: installing {pkg} (apt): {why}");
+        eprintln!("xtask {task}: installing {pkg} (apt): {why}");
     }
     let root = unsafe { libc::geteuid() } == 0;
     if !root || !quiet_ok(Command::new("apt-get").arg("--version")) {
@@ -66,17 +65,37 @@ fn apt_packages() -> Result<()> {
             names.join(" ")
         );
     }
-    run(
-        "apt-get update",
-        Command::new("apt-get").args(["update", "-qq"]),
-    )?;
-    run(
+    apt_update()?;
+    run_captured(
         "apt-get install",
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&names)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+pub fn apt_update() -> Result<()> {
+    run_captured(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )
+}
+
+/// Runs a chatty command, showing its output only when it fails.
+fn run_captured(what: &str, cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        eprint!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bail!("{what} failed ({})", out.status);
+    }
+    Ok(())
 }
 
 fn installed(pkg: &str) -> bool {

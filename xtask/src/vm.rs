@@ -90,7 +90,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(choice: KernelChoice) -> Result<()> {
     let started = Instant::now();
     setup::setup()?;
-    apt_packages()?;
+    setup::apt_packages("vm-test", APT_PACKAGES)?;
     let target = target_dir()?;
     let cache = target.join("vm-cache");
     let work = target.join("vm");
@@ -141,45 +141,6 @@ pub fn run(choice: KernelChoice) -> Result<()> {
     Ok(())
 }
 
-/// Installs the host packages the guests need, where missing.
-fn apt_packages() -> Result<()> {
-    let missing: Vec<_> = APT_PACKAGES
-        .iter()
-        .filter(|(pkg, _)| !installed(pkg))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    for (pkg, why) in &missing {
-        eprintln!("xtask vm-test: installing {pkg} (apt): {why}");
-    }
-    let names: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "missing Debian packages; install them as root: apt-get install -y {}",
-            names.join(" ")
-        );
-    }
-    apt_update()?;
-    crate::status(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&names)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-}
-
-fn apt_update() -> Result<()> {
-    crate::status(Command::new("apt-get").args(["update", "-qq"]))
-}
-
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
 fn target_dir() -> Result<PathBuf> {
     let out = crate::cargo_cmd(&["metadata", "--format-version", "1", "--no-deps"])
         .stderr(Stdio::inherit())
@@ -224,7 +185,7 @@ fn kernel_image(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
             .is_ok_and(|s| s.success())
     };
     // A fresh machine may have stale or no package lists.
-    let fetched = fetch() || (apt_update().is_ok() && fetch());
+    let fetched = fetch() || (setup::apt_update().is_ok() && fetch());
     if !fetched {
         bail!(
             "cannot download {spec}; if Debian dropped it, pin a current cloud kernel in KERNELS \
