@@ -478,3 +478,97 @@ fn a_recorded_workload_is_gated_end_to_end() {
     let missing = gate("images.lock:wait:p99<=1s", "text");
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, on hybrid systems, `…/unified`).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+    })
+}
+
+#[test]
+fn cgroup_filter_keeps_other_cgroups_out() {
+    let mount = cgroup2_mount();
+    if !common::kernel_tests_can_run(
+        "cgroup filter test",
+        &[(mount.is_some(), "no cgroup v2 mounted")],
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cgroup = mount
+        .unwrap()
+        .join(format!("locktrace-test-{}", std::process::id()));
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("cg.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let report = dir.path().join("report.json");
+    // System-wide, filtered by cgroup only: a process outside it must not count.
+    let banner_file = dir.path().join("stderr");
+    let mut tracer = locktrace()
+        .args([
+            "record",
+            "--lock",
+            "cg.lock",
+            "--cgroup",
+            cgroup.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(&report)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&banner_file).unwrap())
+        .spawn()
+        .unwrap();
+    // The banner is printed once the programs are attached.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&banner_file)
+        .unwrap_or_default()
+        .contains("tracing with")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "locktrace did not attach"
+        );
+        assert!(
+            tracer.try_wait().unwrap().is_none(),
+            "locktrace exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hold = |inside: bool| {
+        let join = if inside {
+            format!("echo $$ > {}/cgroup.procs && ", cgroup.display())
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "{join}exec {} hold --path {} --hold 5ms",
+            lockload().display(),
+            lock.display()
+        );
+        assert!(
+            Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+    };
+    hold(false);
+    hold(true);
+    hold(false);
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    assert!(tracer.wait().unwrap().success());
+    let _ = std::fs::remove_dir(&cgroup);
+    let report = Report::read(&report).unwrap();
+    let l = only_lock(&report, &lock);
+    assert_eq!(
+        l.modes[&Mode::Write].hold.summary.count,
+        1,
+        "only the process inside the cgroup"
+    );
+}
