@@ -138,6 +138,28 @@ fn assert_no_drops(report: &Report) {
     );
 }
 
+/// `lockload scenario` on `DIR/layers.lock` under `record --path`; returns the lock, the truth
+/// file, the report and record's output.
+fn traced_scenario(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf, Report, Output) {
+    let lock = dir.join("layers.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let truth = dir.join("truth.json");
+    let ll = lockload();
+    let command = [
+        &[
+            ll.to_str().unwrap(),
+            "scenario",
+            "--path",
+            lock.to_str().unwrap(),
+        ][..],
+        &["--truth", truth.to_str().unwrap()],
+        extra,
+    ]
+    .concat();
+    let (report, out) = record(dir, &["--path", lock.to_str().unwrap()], &command);
+    (lock, truth, report, out)
+}
+
 #[test]
 fn waits_and_holds_match_the_workloads_own_clock() {
     if !kernel_available() {
@@ -145,21 +167,7 @@ fn waits_and_holds_match_the_workloads_own_clock() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let lock = dir.path().join("layers.lock");
-    std::fs::write(&lock, b"").unwrap();
-    let truth_file = dir.path().join("truth.json");
-    let (report, out) = record(
-        dir.path(),
-        &["--path", lock.to_str().unwrap()],
-        &[
-            lockload().to_str().unwrap(),
-            "scenario",
-            "--path",
-            lock.to_str().unwrap(),
-            "--truth",
-            truth_file.to_str().unwrap(),
-        ],
-    );
+    let (lock, truth_file, report, out) = traced_scenario(dir.path(), &[]);
     assert!(out.status.success(), "record failed: {:?}", out.status);
     let truth: Vec<Truth> = serde_json::from_slice(&std::fs::read(&truth_file).unwrap()).unwrap();
     let l = only_lock(&report, &lock);
@@ -426,23 +434,7 @@ fn a_recorded_workload_is_gated_end_to_end() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let lock = dir.path().join("layers.lock");
-    std::fs::write(&lock, b"").unwrap();
-    let truth = dir.path().join("truth.json");
-    let (_, out) = record(
-        dir.path(),
-        &["--path", lock.to_str().unwrap()],
-        &[
-            lockload().to_str().unwrap(),
-            "scenario",
-            "--path",
-            lock.to_str().unwrap(),
-            "--truth",
-            truth.to_str().unwrap(),
-            "--holds",
-            "2ms,60ms",
-        ],
-    );
+    let (_, _, _, out) = traced_scenario(dir.path(), &["--holds", "2ms,60ms"]);
     assert!(out.status.success());
     let report = dir.path().join("report.json");
     let gate = |budget: &str, format: &str| {
