@@ -41,10 +41,6 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Files the user named (`--path`): their paths are known without asking /proc, which is too
     /// late for a process that has already closed the fd.
     pub fn with_paths(paths: &[PathBuf]) -> Self {
@@ -214,10 +210,6 @@ impl Ledger {
         &self.recorder
     }
 
-    pub fn into_recorder(self) -> Recorder {
-        self.recorder
-    }
-
     /// The ledger's own share of the drop counters.
     pub fn drops(&self) -> Drops {
         Drops {
@@ -288,7 +280,7 @@ mod tests {
     }
 
     fn report(ledger: Ledger) -> locktrace_report::Report {
-        ledger.into_recorder().finish(ReportMeta {
+        ledger.recorder().snapshot(ReportMeta {
             tool: "test".into(),
             source: locktrace_report::Source::Kernel,
             attach: None,
@@ -302,7 +294,7 @@ mod tests {
 
     #[test]
     fn wait_and_hold_are_paired_by_owner() {
-        let mut l = Ledger::new();
+        let mut l = Ledger::default();
         l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 100, 600, 0, 1));
         l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 200, 2_600, 0, 2));
         l.record(&ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 1_600, 1_600, 0, 1));
@@ -319,7 +311,7 @@ mod tests {
 
     #[test]
     fn refusals_and_gaps_are_counted_not_hidden() {
-        let mut l = Ledger::new();
+        let mut l = Ledger::default();
         l.record(&ev(kind::LOCK, F_SETLK, F_RDLCK, 0, 10, -libc::EAGAIN, 1));
         l.record(&ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 20, 20, 0, 9));
         l.record(&ev(kind::LOCK, F_SETLK, F_RDLCK, 30, 40, 0, 3));
@@ -338,7 +330,7 @@ mod tests {
 
     #[test]
     fn conversion_ends_the_old_hold() {
-        let mut l = Ledger::new();
+        let mut l = Ledger::default();
         l.record(&ev(kind::LOCK, F_SETLKW, F_RDLCK, 0, 10, 0, 1));
         l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 50, 60, 0, 1));
         l.record(&ev(kind::RELEASE_UNLOCK, 0, F_UNLCK, 100, 100, 0, 1));
