@@ -1,11 +1,12 @@
 //! Builds the eBPF object (tracer-ebpf) with the pinned nightly and embeds it in `locktrace`.
-//! The toolchain pin lives in `xtask` (`cargo xtask setup` installs it); it reaches us through
-//! `LOCKTRACE_BPF_TOOLCHAIN` so there is one place to change it.
+//! The toolchain pin is the one line in `tracer-ebpf/bpf-toolchain`, read here and by `cargo xtask
+//! setup` (which installs it); `LOCKTRACE_BPF_TOOLCHAIN` overrides it.
 
-const DEFAULT_TOOLCHAIN: &str = "nightly-2026-05-20";
+const DEFAULT_TOOLCHAIN: &str = include_str!("../tracer-ebpf/bpf-toolchain");
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=LOCKTRACE_BPF_TOOLCHAIN");
+    println!("cargo:rerun-if-changed=../tracer-ebpf/bpf-toolchain");
     let toolchain =
         std::env::var("LOCKTRACE_BPF_TOOLCHAIN").unwrap_or_else(|_| DEFAULT_TOOLCHAIN.to_owned());
     let metadata = aya_build::Package {

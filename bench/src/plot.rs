@@ -88,7 +88,7 @@ fn cdfs(report: &BenchReport, kernel: bool, dir: &Path) -> Result<Option<Plot>> 
                 let mut r = m.kernel_report.clone()?;
                 // The tracer also sees every staging lock; only the store's four locks compare.
                 r.locks
-                    .retain(|l| STORE_LOCKS.iter().any(|n| l.key.name.ends_with(n)));
+                    .retain(|l| STORE_LOCKS.iter().any(|n| is_lock(&l.key.name, n)));
                 r
             } else {
                 m.store_report.clone()
@@ -194,7 +194,7 @@ fn timeline(s: &ModeSamples) -> Result<Option<Plot>> {
     let spans: Vec<_> = s
         .spans
         .iter()
-        .filter(|sp| sp.lock.ends_with("layers.lock"))
+        .filter(|sp| is_lock(&sp.lock, "layers.lock"))
         .collect();
     if spans.is_empty() {
         return Ok(None);
@@ -281,4 +281,12 @@ fn timeline(s: &ModeSamples) -> Result<Option<Plot>> {
         file: format!("timeline-{}.svg", s.mode),
         svg,
     }))
+}
+
+/// `name` is the lock file `file` (a basename, or a path ending in `/file`), not `xfile`.
+fn is_lock(name: &str, file: &str) -> bool {
+    name == file
+        || name
+            .strip_suffix(file)
+            .is_some_and(|rest| rest.ends_with('/'))
 }

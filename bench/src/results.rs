@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use locktrace_report::{Histogram, Metric, Mode, Report};
+use locktrace_report::{Histogram, Metric, Mode, Report, human_duration};
 use serde::{Deserialize, Serialize};
 use store_core::ExtractMode;
 
@@ -179,8 +179,9 @@ pub fn lock_stats(report: &Report, pattern: &str, mode: Mode, metric: Metric) ->
     let h = merged.filter(|h| !h.is_empty())?;
     Some(LockStats {
         count: h.len(),
-        p50: h.value_at_quantile(0.5),
-        p99: h.value_at_quantile(0.99),
+        // Histogram quantiles are bucket tops; keep them within the exact max like the report does.
+        p50: h.value_at_quantile(0.5).min(max),
+        p99: h.value_at_quantile(0.99).min(max),
         max,
     })
 }
@@ -208,7 +209,12 @@ pub fn targets(modes: &[ModeResult]) -> Vec<Target> {
             out.push(Target {
                 name: "layers.lock hold".into(),
                 goal: "staged p99 write hold <= 1% of locked".into(),
-                measured: format!("{:.3}% ({} vs {})", r * 100.0, human(s), human(l)),
+                measured: format!(
+                    "{:.3}% ({} vs {})",
+                    r * 100.0,
+                    human_duration(s),
+                    human_duration(l)
+                ),
                 met: r <= 0.01,
             });
         }
@@ -218,7 +224,12 @@ pub fn targets(modes: &[ModeResult]) -> Vec<Target> {
             out.push(Target {
                 name: "reader latency".into(),
                 goal: "staged reader p99 <= 5% of locked".into(),
-                measured: format!("{:.2}% ({} vs {})", r * 100.0, human(s), human(l)),
+                measured: format!(
+                    "{:.2}% ({} vs {})",
+                    r * 100.0,
+                    human_duration(s),
+                    human_duration(l)
+                ),
                 met: r <= 0.05,
             });
         }
@@ -244,16 +255,17 @@ pub fn targets(modes: &[ModeResult]) -> Vec<Target> {
             out.push(Target {
                 name: "staged vs isolated".into(),
                 goal: "staged makespan within 15% of isolated".into(),
-                measured: format!("{:+.1}% ({} vs {})", (r - 1.0) * 100.0, human(s), human(i)),
+                measured: format!(
+                    "{:+.1}% ({} vs {})",
+                    (r - 1.0) * 100.0,
+                    human_duration(s),
+                    human_duration(i)
+                ),
                 met: r <= 1.15,
             });
         }
     }
     out
-}
-
-fn human(ns: u64) -> String {
-    locktrace_report::human_duration(ns)
 }
 
 impl BenchReport {

@@ -449,7 +449,7 @@ impl ModeAcc {
         let mode = self.mode;
         let mut sorted = self.makespans.clone();
         sorted.sort_unstable();
-        let makespan_median_ns = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+        let makespan_median_ns = crate::results::percentile(&sorted, 50.0);
         let total_makespan: u64 = self.makespans.iter().sum();
         let pull_times: Vec<u64> = self.pulls.iter().filter_map(|p| p.duration_ns).collect();
         let mut meta = ReportMeta::new("lockbench", Source::Store);

@@ -141,7 +141,11 @@ impl Session {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
+        bail!(
+            "locktrace record did not attach within {}s{}",
+            ATTACH_TIMEOUT.as_secs(),
+            self.log_tail()
+        )
     }
 
     /// Stops the tracer with SIGINT (it then writes its report) and reads the report.

@@ -674,7 +674,8 @@ impl GateResult {
             let _ = writeln!(
                 out,
                 "    <!-- warning: {} -->",
-                markup::escape(&w.replace("--", "- -"))
+                // "--" may not appear inside an XML comment.
+                markup::escape(&w.replace('-', "\u{2011}"))
             );
         }
         for c in &self.checks {

@@ -24,8 +24,6 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 2] = [Mode::Read, Mode::Write];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Read => "read",
@@ -462,15 +460,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// An empty report of the current schema.
-    pub fn new(meta: ReportMeta) -> Self {
-        Report {
-            schema_version: SCHEMA_VERSION,
-            meta,
-            locks: Vec::new(),
-        }
-    }
-
     pub fn read(path: &Path) -> Result<Report, ReportError> {
         let bytes = std::fs::read(path).map_err(|e| ReportError::io(path, e))?;
         Report::from_json(&bytes, path)

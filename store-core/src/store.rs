@@ -235,11 +235,6 @@ impl Store {
         &self.root
     }
 
-    /// The options the store was opened with.
-    pub fn options(&self) -> &StoreOptions {
-        &self.opts
-    }
-
     /// Where a layer's (or container layer's) contents live: `overlay/<id>/diff`.
     pub fn diff_path(&self, layer_id: &str) -> PathBuf {
         self.layer_dir(layer_id).join("diff")

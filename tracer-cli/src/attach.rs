@@ -85,12 +85,19 @@ pub fn attach_lock_calls(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), String
     match mode {
         AttachMode::Fentry => {
             let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+            // Load both before attaching either: a lone entry hook left attached after a failed
+            // exit hook would race the tracepoint fallback for the same calls.
             let entry: &mut FEntry = program(ebpf, "fcntl_setlk_entry")?;
             entry.load("fcntl_setlk", &btf).map_err(|e| describe(&e))?;
-            entry.attach().map_err(|e| describe(&e))?;
             let exit: &mut FExit = program(ebpf, "fcntl_setlk_exit")?;
             exit.load("fcntl_setlk", &btf).map_err(|e| describe(&e))?;
-            exit.attach().map_err(|e| describe(&e))?;
+            let exit_link = exit.attach().map_err(|e| describe(&e))?;
+            let entry: &mut FEntry = program(ebpf, "fcntl_setlk_entry")?;
+            if let Err(e) = entry.attach() {
+                let exit: &mut FExit = program(ebpf, "fcntl_setlk_exit")?;
+                let _ = exit.detach(exit_link);
+                return Err(describe(&e));
+            }
             Ok(())
         }
         AttachMode::Tracepoint => {

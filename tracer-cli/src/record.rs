@@ -45,8 +45,12 @@ pub struct Options {
 const POLL: Duration = Duration::from_millis(50);
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+static TERMS: AtomicUsize = AtomicUsize::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGTERM {
+        TERMS.fetch_add(1, Ordering::SeqCst);
+    }
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -123,15 +127,16 @@ pub fn run(mut opts: Options) -> Result<i32> {
                 exit_code = code;
                 break;
             }
-            // The terminal already sent SIGINT to the command's process group; forward it for
-            // commands started elsewhere, and stop waiting on a second Ctrl-C.
+            // The command shares our process group, so Ctrl-C already reached it: forwarding it
+            // again would look like a second, forcing Ctrl-C to tools like podman. A SIGTERM sent
+            // to locktrace alone is passed on; a second signal of any kind stops the command.
             let signals = SIGNALS.load(Ordering::SeqCst);
             if signals > forwarded {
-                c.kill(if signals >= 2 {
-                    libc::SIGKILL
-                } else {
-                    libc::SIGINT
-                });
+                if signals >= 2 {
+                    c.kill(libc::SIGKILL);
+                } else if TERMS.load(Ordering::SeqCst) > 0 {
+                    c.kill(libc::SIGTERM);
+                }
                 forwarded = signals;
             }
         } else if SIGNALS.load(Ordering::SeqCst) > 0 {
@@ -143,7 +148,11 @@ pub fn run(mut opts: Options) -> Result<i32> {
     }
     // Events already in the ring buffer belong to this run.
     tracer.poll(Duration::ZERO, |rec| ledger.handle(&rec));
-    let counters = tracer.counters()?;
+    // A failed counter read must not cost the recording; say so instead.
+    let counters = tracer.counters().unwrap_or_else(|e| {
+        eprintln!("locktrace: warning: kernel drop counters unavailable: {e}");
+        Counters::default()
+    });
     let report = ledger
         .recorder()
         .snapshot(meta(&tracer, &opts, &ledger, started, counters));

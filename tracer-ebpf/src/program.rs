@@ -62,7 +62,7 @@ static PENDING: HashMap<u64, Event> = HashMap::with_max_entries(16384, 0);
 
 /// Locks currently held by a traced owner; releases of anything else are ignored.
 #[map]
-static HELD: HashMap<HeldKey, u32> = HashMap::with_max_entries(65536, 0);
+static HELD: HashMap<HeldKey, u8> = HashMap::with_max_entries(65536, 0);
 
 #[map]
 static NAMES: HashMap<[u8; NAME_LEN], u8> = HashMap::with_max_entries(256, 0);
@@ -89,6 +89,7 @@ static PATH_SCRATCH: PerCpuArray<PathRecord> = PerCpuArray::with_max_entries(1, 
 static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 const PF_EXITING: u32 = 0x4;
+const BPF_NOEXIST: u64 = 1;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -203,10 +204,10 @@ unsafe fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> bool {
 /// Sends the path of a traced inode the first time it is seen.
 unsafe fn send_path_once(cfg: &Config, file: u64, dev: u64, ino: u64) {
     let key = InodeKey { dev, ino };
-    if unsafe { SEEN.get(&key) }.is_some() {
+    // One insert both checks and claims: two CPUs cannot both send the path.
+    if SEEN.insert(&key, &1, BPF_NOEXIST).is_err() {
         return;
     }
-    let _ = SEEN.insert(&key, &1, 0);
     let Some(rec) = PATH_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -312,13 +313,13 @@ fn lock_exit(ret: i32) -> u32 {
         let _ = PENDING.remove(&pid_tgid);
         return OK;
     }
-    if ret == 0 && pending.lock_type != F_UNLCK {
+    if ret == 0 {
         let key = HeldKey {
             dev: pending.dev,
             ino: pending.ino,
             owner: pending.owner,
         };
-        if HELD.insert(&key, &pending.lock_type, 0).is_err() {
+        if HELD.insert(&key, &1, 0).is_err() {
             bump(counter::MAP_FULL);
         }
     }
@@ -347,6 +348,11 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
     if !is_lock_cmd(cmd) {
         return SKIP;
     }
+    // Untraced processes stop here, before the user read and the fd-table walk.
+    let cfg = config();
+    if !process_wanted(&cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
+        return SKIP;
+    }
     let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as u32;
     let arg = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0);
     // struct flock starts with `short l_type` on every Linux ABI.
@@ -357,7 +363,7 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
     let file = if l_type == F_UNLCK {
         0
     } else {
-        match unsafe { file_from_fd(&config(), fd) } {
+        match unsafe { file_from_fd(&cfg, fd) } {
             Some(file) => file,
             None => return SKIP,
         }
@@ -403,10 +409,9 @@ pub fn posix_lock_inode(ctx: TracePointContext) -> u32 {
         ino: unsafe { ctx.read_at::<u64>(o.pl_ino as usize) }.unwrap_or(0),
         owner: unsafe { ctx.read_at::<u64>(o.pl_owner as usize) }.unwrap_or(0),
     };
-    if unsafe { HELD.get(&key) }.is_none() {
+    if HELD.remove(&key).is_err() {
         return SKIP;
     }
-    let _ = HELD.remove(&key);
     let pid_tgid = bpf_get_current_pid_tgid();
     let cfg = config();
     let exiting = unsafe { read_at::<u32>(bpf_get_current_task(), cfg.offsets.task_flags) }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 /// Nightly whose LLVM (22) matches bpf-linker's; a newer nightly (LLVM 23) fails with "Invalid record".
-pub const BPF_TOOLCHAIN: &str = "nightly-2026-05-20";
+pub const BPF_TOOLCHAIN: &str = include_str!("../../tracer-ebpf/bpf-toolchain");
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -34,16 +34,6 @@ fn quiet_ok(cmd: &mut Command) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn run(what: &str, cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status}): {cmd:?}");
-    }
-    Ok(())
 }
 
 /// Installs the Debian packages of `packages` (name, why) that are missing, saying what and why;
@@ -113,18 +103,16 @@ fn toolchain() -> Result<()> {
             "xtask setup: installing Rust {BPF_TOOLCHAIN} with rust-src (rustup): the eBPF crate is built \
              with -Z build-std=core, and this nightly's LLVM 22 matches bpf-linker's"
         );
-        return run(
-            "rustup toolchain install",
-            Command::new("rustup").args([
-                "toolchain",
-                "install",
-                BPF_TOOLCHAIN,
-                "--profile",
-                "minimal",
-                "--component",
-                "rust-src",
-            ]),
-        );
+        return crate::status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            BPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context("rustup toolchain install");
     }
     let components = Command::new("rustup")
         .args([
@@ -143,16 +131,14 @@ fn toolchain() -> Result<()> {
         eprintln!(
             "xtask setup: adding rust-src to {BPF_TOOLCHAIN} (rustup): needed for -Z build-std=core"
         );
-        run(
-            "rustup component add",
-            Command::new("rustup").args([
-                "component",
-                "add",
-                "rust-src",
-                "--toolchain",
-                BPF_TOOLCHAIN,
-            ]),
-        )?;
+        crate::status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            BPF_TOOLCHAIN,
+        ]))
+        .context("rustup component add")?;
     }
     Ok(())
 }
@@ -166,9 +152,8 @@ fn bpf_linker() -> Result<()> {
         "xtask setup: installing bpf-linker {BPF_LINKER_VERSION} built against LLVM 22 (cargo install, \
          about a minute): it links the eBPF object"
     );
-    run(
-        "cargo install bpf-linker",
-        Command::new("cargo")
+    crate::status(
+        crate::cargo_cmd(&[])
             .args([
                 "install",
                 "bpf-linker",
@@ -182,4 +167,5 @@ fn bpf_linker() -> Result<()> {
             // Without it the build finds Debian's default LLVM 14 and fails with -lLLVM missing.
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
+    .context("cargo install bpf-linker")
 }
