@@ -111,6 +111,16 @@ struct PullArgs {
     mode: ExtractMode,
     /// OCI layout directory, optionally with `:TAG`.
     image: String,
+    #[command(flatten)]
+    priority: ExtractPriority,
+}
+
+#[derive(Args)]
+struct ExtractPriority {
+    /// Nice increment for the threads that decompress and write layers; the thread that takes the
+    /// store locks keeps normal priority, so commits are not stuck behind extractions for a CPU (0: off).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    extract_nice: u8,
 }
 
 #[derive(Args)]
@@ -129,6 +139,8 @@ struct RunArgs {
     image_size: ByteSize,
     #[command(flatten)]
     shape: ImageShape,
+    #[command(flatten)]
+    priority: ExtractPriority,
     /// Runs per mode; figures aggregate over all of them.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -217,7 +229,11 @@ fn gen_cmd(args: GenArgs) -> Result<ExitCode> {
 
 fn pull_cmd(args: PullArgs) -> Result<ExitCode> {
     let (dir, tag) = worker::split_reference(&args.image);
-    let store = store_core::Store::open(&args.store, store_core::StoreOptions::default())
+    let opts = store_core::StoreOptions {
+        extract_nice: args.priority.extract_nice,
+        ..Default::default()
+    };
+    let store = store_core::Store::open(&args.store, opts)
         .with_context(|| format!("opening store {}", args.store.display()))?;
     let started = Instant::now();
     let outcome = store_core::oci::pull(&store, &dir, tag.as_deref(), args.mode)
@@ -258,6 +274,7 @@ fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         stores: args.stores,
         quiet: args.quiet,
         command: std::env::args().collect(),
+        extract_nice: args.priority.extract_nice,
     };
     let ok = scenario::run(&config)?;
     Ok(if ok {

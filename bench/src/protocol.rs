@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -70,44 +71,58 @@ pub enum Record {
 
 /// Appends records to a worker's events file; doubles as the store observer.
 ///
-/// Observer callbacks run on the store's thread, some while a lock is held, so they only hand the
-/// record to a writer thread: serializing or a write(2) there would lengthen the holds we measure.
+/// Observer callbacks run on the store's thread, some while a lock is held, so they only push the
+/// record onto a buffer: serializing, a write(2), or even waking the writer thread there would
+/// lengthen the holds we measure (a woken thread can preempt the lock holder on its CPU). The
+/// writer thread collects the buffer on its own every [`Sink::PERIOD`].
 pub struct Sink {
-    tx: Mutex<Option<mpsc::Sender<Record>>>,
+    shared: Arc<(Mutex<Pending>, Condvar)>,
     writer: Mutex<Option<JoinHandle<io::Result<()>>>>,
 }
 
+#[derive(Default)]
+struct Pending {
+    records: Vec<Record>,
+    closed: bool,
+}
+
 impl Sink {
+    const PERIOD: Duration = Duration::from_millis(50);
+
     pub fn create(path: &Path) -> Result<Sink> {
         let file = File::create(path)
             .with_context(|| format!("creating events file {}", path.display()))?;
-        let (tx, rx) = mpsc::channel::<Record>();
+        let shared = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let theirs = Arc::clone(&shared);
         let writer = std::thread::spawn(move || {
-            let mut w = BufWriter::with_capacity(64 << 10, file);
-            for record in rx {
-                serde_json::to_writer(&mut w, &record)?;
-                w.write_all(b"\n")?;
-            }
-            w.flush()?;
-            w.get_ref().sync_data()
+            let written = write_batches(file, &theirs);
+            // A writer that failed takes no more records, so they cannot pile up in memory.
+            theirs.0.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            written
         });
         Ok(Sink {
-            tx: Mutex::new(Some(tx)),
+            shared,
             writer: Mutex::new(Some(writer)),
         })
     }
 
     pub fn write(&self, record: Record) {
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            // A send only fails once the writer died; `finish` reports why.
-            let _ = tx.send(record);
+        let mut p = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        // After `finish` nothing is written any more; `finish` reports why it ended.
+        if !p.closed {
+            p.records.push(record);
         }
     }
 
     /// Waits for every record to be written and synced; fails with the writer's error, e.g. a
     /// full disk.
     pub fn finish(&self) -> Result<()> {
-        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
+        self.shared.1.notify_all();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         match writer.map(JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
@@ -115,6 +130,32 @@ impl Sink {
             Some(Err(_)) => anyhow::bail!("events writer thread panicked"),
         }
     }
+}
+
+fn write_batches(file: File, shared: &(Mutex<Pending>, Condvar)) -> io::Result<()> {
+    let mut w = BufWriter::with_capacity(64 << 10, file);
+    let (pending, wake) = shared;
+    loop {
+        let (batch, closed) = {
+            let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+            if !p.closed {
+                p = wake
+                    .wait_timeout(p, Sink::PERIOD)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            (std::mem::take(&mut p.records), p.closed)
+        };
+        for record in &batch {
+            serde_json::to_writer(&mut w, record)?;
+            w.write_all(b"\n")?;
+        }
+        if closed {
+            break;
+        }
+    }
+    w.flush()?;
+    w.get_ref().sync_data()
 }
 
 impl Observer for Sink {
@@ -142,4 +183,55 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u64) -> Record {
+        Record::Op {
+            op: ReaderOp::ListLayers,
+            start_mono_ns: n,
+            duration_ns: 1,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn sink_writes_every_record_in_order_across_batches_and_nothing_after_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let sink = Arc::new(Sink::create(&path).unwrap());
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        sink.write(op(t * 1000 + i));
+                        if i % 100 == 0 {
+                            // Spread the records over several of the writer's batches.
+                            std::thread::sleep(Sink::PERIOD);
+                        }
+                    }
+                })
+            })
+            .collect();
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        sink.finish().unwrap();
+        sink.write(op(99_999));
+        let starts: Vec<u64> = read_records(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Record::Op { start_mono_ns, .. } => start_mono_ns,
+                other => panic!("unexpected record {other:?}"),
+            })
+            .collect();
+        assert_eq!(starts.len(), 1000);
+        for t in 0..2u64 {
+            let mine: Vec<u64> = starts.iter().copied().filter(|s| s / 1000 == t).collect();
+            assert_eq!(mine, (0..500).map(|i| t * 1000 + i).collect::<Vec<_>>());
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub struct Params {
     pub seed: u64,
     pub repeat: usize,
     pub trace: String,
+    /// Nice increment of the pull workers' extraction threads.
+    #[serde(default)]
+    pub extract_nice: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

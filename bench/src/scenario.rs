@@ -88,6 +88,8 @@ pub struct RunConfig {
     pub stores: Option<PathBuf>,
     pub quiet: bool,
     pub command: Vec<String>,
+    /// Passed to every pull worker's store as `extract_nice`.
+    pub extract_nice: u8,
 }
 
 /// A lock hold or wait seen by a worker, for the timeline plot.
@@ -230,6 +232,7 @@ pub fn run(cfg: &RunConfig) -> Result<bool> {
             seed: cfg.images.seed,
             repeat: cfg.repeat,
             trace: cfg.trace.to_string(),
+            extract_nice: cfg.extract_nice,
         },
         images: set
             .images
@@ -563,7 +566,7 @@ fn run_once(
     };
     let mut workers = Vec::new();
     for spec in specs {
-        workers.push(spawn(spec, mode, &run_dir)?);
+        workers.push(spawn(spec, mode, cfg.extract_nice, &run_dir)?);
     }
     let mut failures = Vec::new();
     let t0 = drive(cfg, mode, rep, &mut workers, &mut failures)?;
@@ -879,7 +882,7 @@ fn prepull_base(store: &Path, base: &imagegen::ImageInfo) -> Result<String> {
     Ok(outcome.image.id)
 }
 
-fn spawn(spec: WorkerSpec, mode: BenchMode, run_dir: &Path) -> Result<Running> {
+fn spawn(spec: WorkerSpec, mode: BenchMode, extract_nice: u8, run_dir: &Path) -> Result<Running> {
     let exe = std::env::current_exe().context("locating the lockbench binary")?;
     let events = run_dir.join(format!("{}.ndjson", spec.label));
     let stderr = run_dir.join(format!("{}.stderr", spec.label));
@@ -899,6 +902,7 @@ fn spawn(spec: WorkerSpec, mode: BenchMode, run_dir: &Path) -> Result<Running> {
         .arg("--events")
         .arg(&events)
         .args(["--image", &spec.image])
+        .args(["--extract-nice", &extract_nice.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr_file)

@@ -37,6 +37,9 @@ pub struct WorkerArgs {
     /// Pull: the OCI layout `DIR[:TAG]`. Read: the store image to create containers from.
     #[arg(long)]
     pub image: String,
+    /// Nice increment for the extraction threads (store-core's `extract_nice`).
+    #[arg(long, default_value_t = 0)]
+    pub extract_nice: u8,
     /// Reader think time between rounds, so readers sample the store rather than saturate the CPU.
     #[arg(long, default_value_t = 10)]
     pub pause_ms: u64,
@@ -76,6 +79,7 @@ fn run(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
     let opts = StoreOptions {
         extract_mode: args.mode,
         durable: false,
+        extract_nice: args.extract_nice,
         observer: Some(observer),
     };
     let store = Store::open(&args.store, opts)

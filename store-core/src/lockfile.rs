@@ -203,8 +203,15 @@ impl LockFile {
     /// Opens the file and blocks in `fcntl(F_SETLKW)`; the wait is timed exactly around that call.
     fn kernel_lock(&self, write: bool, op: Op) -> Result<KernelLock, StoreError> {
         let path = &self.shared.path;
-        let fd = sys::open(path, libc::O_RDWR | libc::O_CREAT, 0o644)
-            .ctx(|| format!("opening lock file {}", path.display()))?;
+        // O_CREAT only when missing: before Linux 6.12 it takes the directory's inode lock exclusively
+        // even for an existing file, which would queue every acquire behind a metadata rename there.
+        let fd = match sys::open(path, libc::O_RDWR, 0) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                sys::open(path, libc::O_RDWR | libc::O_CREAT, 0o644)
+            }
+            r => r,
+        }
+        .ctx(|| format!("opening lock file {}", path.display()))?;
         let fl = libc::flock {
             l_type: if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
             l_whence: libc::SEEK_SET as libc::c_short,

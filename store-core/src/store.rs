@@ -61,6 +61,12 @@ pub struct StoreOptions {
     pub extract_mode: ExtractMode,
     /// fsync layer contents before commit and metadata files on every write.
     pub durable: bool,
+    /// Nice increment for the threads that decompress, hash and write a layer's files (0 leaves them at
+    /// the caller's priority). Extraction is CPU-bound background work; when it saturates the CPUs, a lock
+    /// holder that sleeps for a moment (a directory lock, a metadata read) otherwise waits milliseconds for
+    /// a CPU before it can finish and release. The thread that takes and releases the store locks keeps
+    /// the caller's priority either way.
+    pub extract_nice: u8,
     /// Receives lock, extraction and commit timings.
     pub observer: Option<Arc<dyn Observer>>,
 }
@@ -70,6 +76,7 @@ impl fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("extract_mode", &self.extract_mode)
             .field("durable", &self.durable)
+            .field("extract_nice", &self.extract_nice)
             .field("observer", &self.observer.is_some())
             .finish()
     }
@@ -285,30 +292,34 @@ impl Store {
         Ok(Arc::clone(&c.items))
     }
 
-    /// Records a new last-writer token, then atomically replaces the metadata file.
+    /// Records a new last-writer token, then atomically replaces the metadata file through `tmp` (a
+    /// sibling temp file made now when `None`). Returns the replaced file, see [`sys::Replacement`].
     fn save<T: Serialize>(
         &self,
         cache: &Mutex<Cache<T>>,
         g: &WriteGuard,
         path: &Path,
         items: Vec<T>,
-    ) -> Result<(), StoreError> {
+        tmp: Option<sys::Replacement>,
+    ) -> Result<Option<std::fs::File>, StoreError> {
         // Token first: if we die before the rename, others merely reload unchanged data.
         let token = g.record_write()?;
         let data = serde_json::to_vec(&items).map_err(|source| StoreError::Metadata {
             path: path.to_path_buf(),
             source,
         })?;
-        let written = sys::atomic_write(path, &data, self.opts.durable)
+        let written = tmp
+            .map_or_else(|| sys::Replacement::beside(path), Ok)
+            .and_then(|tmp| tmp.install(&data, path, self.opts.durable))
             .ctx(|| format!("writing {}", path.display()));
         let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
         match written {
-            Ok(()) => {
+            Ok(replaced) => {
                 *c = Cache {
                     token: Some(token),
                     items: Arc::new(items),
                 };
-                Ok(())
+                Ok(replaced)
             }
             Err(e) => {
                 c.token = None;
@@ -331,7 +342,7 @@ impl Store {
                 .ctx(|| format!("removing incomplete layer {}", l.id))?;
         }
         live.retain(|l| !stale.iter().any(|s| s.id == l.id));
-        self.save(&self.layers, g, &self.layers_json(), live.clone())?;
+        self.save(&self.layers, g, &self.layers_json(), live.clone(), None)?;
         Ok(live)
     }
 
@@ -378,7 +389,7 @@ impl Store {
     pub fn create_layer(
         &self,
         req: &LayerRequest,
-        tar_stream: impl Read,
+        tar_stream: impl Read + Send,
     ) -> Result<Layer, StoreError> {
         self.create_layer_with_mode(req, tar_stream, self.opts.extract_mode)
     }
@@ -387,7 +398,7 @@ impl Store {
     pub fn create_layer_with_mode(
         &self,
         req: &LayerRequest,
-        tar_stream: impl Read,
+        tar_stream: impl Read + Send,
         mode: ExtractMode,
     ) -> Result<Layer, StoreError> {
         self.create_layer_inner(req, tar_stream, None, mode)
@@ -399,7 +410,7 @@ impl Store {
     pub(crate) fn create_layer_inner(
         &self,
         req: &LayerRequest,
-        tar_stream: impl Read,
+        tar_stream: impl Read + Send,
         blob_digest: Option<&str>,
         mode: ExtractMode,
     ) -> Result<(Layer, bool), StoreError> {
@@ -451,7 +462,7 @@ impl Store {
         &self,
         dir: &Path,
         req: &LayerRequest,
-        stream: impl Read,
+        stream: impl Read + Send,
         blob_digest: Option<&str>,
     ) -> Result<Digests, StoreError> {
         let diff = dir.join("diff");
@@ -460,10 +471,23 @@ impl Store {
             uid_map: &req.uid_map,
             gid_map: &req.gid_map,
         };
+        let nice = self.opts.extract_nice;
         let d = self
             .emitter
             .timed(Op::CreateLayer, EventKind::Extract, || {
-                archive::extract(stream, &diff, &opts)
+                std::thread::scope(|s| {
+                    let worker = s.spawn(|| {
+                        if nice > 0 {
+                            // Only ever lowers our own priority, which cannot be refused; and if a sandbox
+                            // refuses it anyway, extracting at normal priority is still correct.
+                            let _ = sys::lower_thread_priority(nice);
+                        }
+                        archive::extract(stream, &diff, &opts)
+                    });
+                    worker
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                })
             })?;
         if let Some(expected) = blob_digest {
             // The stream as given: compressed if it was, else the tar itself.
@@ -490,7 +514,7 @@ impl Store {
         &self,
         id: &str,
         req: &LayerRequest,
-        stream: impl Read,
+        stream: impl Read + Send,
         blob_digest: Option<&str>,
     ) -> Result<(Layer, bool), StoreError> {
         let g = self.layers_lock.write(Op::CreateLayer)?;
@@ -501,7 +525,7 @@ impl Store {
         let dir = self.layer_dir(id);
         // Recorded as incomplete before anything touches the disk, so a crash leaves something recovery finds.
         layers.push(Self::new_layer(id, req, None));
-        self.save(&self.layers, &g, &self.layers_json(), layers.clone())?;
+        self.save(&self.layers, &g, &self.layers_json(), layers.clone(), None)?;
         let created = match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::Conflict(
                 format!("directory {} exists but no layer records it", dir.display()),
@@ -518,7 +542,7 @@ impl Store {
         let d = match extracted {
             Ok(d) => d,
             Err(e) => {
-                self.save(&self.layers, &g, &self.layers_json(), layers)?;
+                self.save(&self.layers, &g, &self.layers_json(), layers, None)?;
                 return Err(e);
             }
         };
@@ -528,7 +552,7 @@ impl Store {
             if self.opts.durable {
                 sys::fsync_dir(&self.root.join("overlay")).ctx(|| "syncing overlay directory")?;
             }
-            self.save(&self.layers, &g, &self.layers_json(), layers)
+            self.save(&self.layers, &g, &self.layers_json(), layers, None)
         })?;
         Ok((layer, true))
     }
@@ -537,7 +561,7 @@ impl Store {
         &self,
         id: &str,
         req: &LayerRequest,
-        stream: impl Read,
+        stream: impl Read + Send,
         blob_digest: Option<&str>,
     ) -> Result<(Layer, bool), StoreError> {
         {
@@ -551,6 +575,9 @@ impl Store {
         let staged_layer = staged.path().join("layer");
         mkdir(&staged_layer, 0o700)?;
         let d = self.extract_into(&staged_layer, req, stream, blob_digest)?;
+        // Everything that can be done before taking the lock is: the commit below only writes and renames.
+        let tmp = sys::Replacement::create(staged.path().join("layers.json"))
+            .ctx(|| format!("creating a temp file in {}", staged.path().display()))?;
 
         let g = self.layers_lock.write(Op::CreateLayer)?;
         let start = monotonic_ns();
@@ -572,13 +599,17 @@ impl Store {
         }
         let layer = Self::new_layer(id, req, Some(d));
         layers.push(layer.clone());
-        if let Err(e) = self.save(&self.layers, &g, &self.layers_json(), layers) {
-            let _ = sys::remove_tree(&dir);
-            return Err(e);
-        }
+        let replaced = match self.save(&self.layers, &g, &self.layers_json(), layers, Some(tmp)) {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                let _ = sys::remove_tree(&dir);
+                return Err(e);
+            }
+        };
         self.emitter
             .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());
         drop(g);
+        drop(replaced);
         drop(staged);
         Ok((layer, true))
     }
@@ -638,7 +669,7 @@ impl Store {
         }
         let trash = StagingDir::create(&self.staging_root())?;
         layers.retain(|l| l.id != id);
-        self.save(&self.layers, &g, &self.layers_json(), layers)?;
+        self.save(&self.layers, &g, &self.layers_json(), layers, None)?;
         move_aside(&self.layer_dir(&id), &trash)?;
         drop(g);
         drop(trash);
@@ -693,7 +724,7 @@ impl Store {
                 img
             }
         };
-        self.save(&self.images, &ig, &self.images_json(), images)?;
+        self.save(&self.images, &ig, &self.images_json(), images, None)?;
         Ok(image)
     }
 
@@ -759,7 +790,13 @@ impl Store {
         mkdir(&dir, 0o700)?;
         mkdir(&dir.join("diff"), 0o755)?;
         containers.push(c.clone());
-        if let Err(e) = self.save(&self.containers, &cg, &self.containers_json(), containers) {
+        if let Err(e) = self.save(
+            &self.containers,
+            &cg,
+            &self.containers_json(),
+            containers,
+            None,
+        ) {
             let _ = sys::remove_tree(&dir);
             return Err(e);
         }
@@ -784,7 +821,13 @@ impl Store {
             .ok_or_else(|| StoreError::ContainerNotFound(id_or_name.to_string()))?;
         let trash = StagingDir::create(&self.staging_root())?;
         containers.retain(|x| x.id != c.id);
-        self.save(&self.containers, &cg, &self.containers_json(), containers)?;
+        self.save(
+            &self.containers,
+            &cg,
+            &self.containers_json(),
+            containers,
+            None,
+        )?;
         move_aside(&self.layer_dir(&c.layer), &trash)?;
         drop(cg);
         drop(lg);

@@ -607,3 +607,85 @@ fn durable_stores_create_and_delete_layers() {
         b"durable"
     );
 }
+
+/// The nice value of the calling thread (Linux: per thread).
+fn thread_nice() -> i32 {
+    // SAFETY: plain syscalls on our own thread ID.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
+/// A tar stream that notes the nice value of each thread reading it.
+struct NiceProbe<'a> {
+    data: &'a [u8],
+    seen: Vec<i32>,
+}
+
+impl Read for NiceProbe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.seen.push(thread_nice());
+        self.data.read(buf)
+    }
+}
+
+#[test]
+fn extraction_runs_at_lower_priority_and_the_caller_keeps_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        tmp.path(),
+        StoreOptions {
+            extract_nice: 5,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let tar = Tar::default().file("f", &[7u8; 100_000], 0o644).finish();
+    let before = thread_nice();
+    for (i, mode) in MODES.into_iter().enumerate() {
+        let mut probe = NiceProbe {
+            data: &tar,
+            seen: Vec::new(),
+        };
+        store
+            .create_layer_with_mode(&req(&format!("l{i}")), &mut probe, mode)
+            .unwrap();
+        assert!(!probe.seen.is_empty());
+        let expected = (before + 5).min(19);
+        assert!(
+            probe.seen.iter().all(|&n| n == expected),
+            "{mode}: stream read at nice {:?}, expected {expected}",
+            probe.seen
+        );
+        // The thread that takes and releases layers.lock is never slowed down.
+        assert_eq!(thread_nice(), before, "{mode}");
+    }
+}
+
+#[test]
+fn staged_commit_leaves_only_the_metadata_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let tar = Tar::default().file("f", b"x", 0o644).finish();
+    for id in ["a", "b", "c"] {
+        store
+            .create_layer_with_mode(&req(id), &tar[..], ExtractMode::Staged)
+            .unwrap();
+    }
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(tmp.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // The replacement layers.json is made in the staging dir and renamed over; no temp file is left.
+    assert_eq!(names("overlay-layers"), ["layers.json", "layers.lock"]);
+    assert!(names("overlay/staging").is_empty());
+    let ids: Vec<String> = open(tmp.path())
+        .layers()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
