@@ -40,7 +40,7 @@ pub enum AttachRequest {
 }
 
 /// Attaches the lock-call hooks in the first mode that really works, plus the release (and, when
-/// following a process tree, fork) hooks. Returns the mode used and why earlier modes were skipped.
+/// following a process tree, fork and exit) hooks. Returns the mode used and why earlier modes were skipped.
 pub fn attach(
     ebpf: &mut Ebpf,
     request: AttachRequest,
@@ -74,8 +74,10 @@ pub fn attach(
     attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode")
         .map_err(|reason| Error::Attach { mode, reason })?;
     if follow_forks {
-        attach_tracepoint(ebpf, "sched_process_fork", "sched", "sched_process_fork")
-            .map_err(|reason| Error::Attach { mode, reason })?;
+        for hook in ["sched_process_fork", "sched_process_exit"] {
+            attach_tracepoint(ebpf, hook, "sched", hook)
+                .map_err(|reason| Error::Attach { mode, reason })?;
+        }
     }
     Ok((mode, skipped))
 }

@@ -69,6 +69,7 @@ pub fn diagnose() -> Diagnosis {
         ("syscalls", "sys_exit_fcntl"),
         ("filelock", "posix_lock_inode"),
         ("sched", "sched_process_fork"),
+        ("sched", "sched_process_exit"),
     ] {
         let ok = kernel::has_tracepoint(category, name);
         let why = match (ok, tracefs_readable) {
@@ -88,21 +89,26 @@ pub fn diagnose() -> Diagnosis {
             offsets,
             ..Default::default()
         };
-        match tracer::load(&config) {
-            Ok(_) => checks.push(Check {
-                name: "ringbuf",
-                ok: true,
-                detail: "object loaded, ring buffer and maps created".into(),
-            }),
-            Err(e) => checks.push(Check {
-                name: "ringbuf",
-                ok: false,
-                detail: e.to_string(),
-            }),
-        }
-        let tp_btf = tracer::load(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|mut ebpf| attach::probe_tp_btf(&mut ebpf));
+        // One object for every trial: the hooks are separate programs, and nothing reads the events.
+        let mut ebpf = match tracer::load(&config) {
+            Ok(ebpf) => {
+                checks.push(Check {
+                    name: "ringbuf",
+                    ok: true,
+                    detail: "object loaded, ring buffer and maps created".into(),
+                });
+                ebpf
+            }
+            Err(e) => {
+                checks.push(Check {
+                    name: "ringbuf",
+                    ok: false,
+                    detail: e.to_string(),
+                });
+                return Diagnosis { checks, mode };
+            }
+        };
+        let tp_btf = attach::probe_tp_btf(&mut ebpf);
         checks.push(Check {
             name: "tp_btf",
             ok: tp_btf.is_ok(),
@@ -111,9 +117,7 @@ pub fn diagnose() -> Diagnosis {
             }),
         });
         for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
-            let result = tracer::load(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|mut ebpf| attach::attach_lock_calls(&mut ebpf, candidate));
+            let result = attach::attach_lock_calls(&mut ebpf, candidate);
             let ok = result.is_ok();
             if ok && mode.is_none() {
                 mode = Some(candidate);

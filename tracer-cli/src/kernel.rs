@@ -164,6 +164,8 @@ pub fn offsets() -> Result<Offsets, Error> {
         pl_type: tracepoint_field("filelock", release, &["type", "fl_type"])?,
         pl_ret: tracepoint_field("filelock", release, &["ret"])?,
         fork_child_pid: tracepoint_field("sched", "sched_process_fork", &["child_pid"])?,
+        task_signal: m("task_struct", &["signal"])?,
+        signal_live: m("signal_struct", &["live"])?,
     })
 }
 

@@ -564,3 +564,79 @@ fn cgroup_filter_keeps_other_cgroups_out() {
         "only the process inside the cgroup"
     );
 }
+
+#[test]
+fn a_recycled_pid_of_an_exited_child_is_not_followed() {
+    let ns_last_pid = Path::new("/proc/sys/kernel/ns_last_pid");
+    // Without it (CONFIG_CHECKPOINT_RESTORE off) a PID cannot be chosen; that is not locktrace's fault.
+    if !ns_last_pid.exists() {
+        eprintln!("skipped: recycled pid test (no {})", ns_last_pid.display());
+        return;
+    }
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("reuse.lock");
+    let child_pid = dir.path().join("child.pid");
+    let done = dir.path().join("done");
+    // The traced shell starts a child that exits at once, then waits until the test is done.
+    let script = format!(
+        "sh -c 'exit 0' & echo $! > {pid}.tmp; wait; mv {pid}.tmp {pid}; \
+         while [ ! -e {done} ]; do sleep 0.05; done",
+        pid = child_pid.display(),
+        done = done.display()
+    );
+    let report = dir.path().join("report.json");
+    let mut tracer = locktrace()
+        .args(["record", "--quiet", "--lock", "reuse.lock", "-o"])
+        .arg(&report)
+        .args(["--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let recycled: u32 = loop {
+        if let Ok(text) = std::fs::read_to_string(&child_pid) {
+            break text.trim().parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "traced child never ran"
+        );
+        assert!(
+            tracer.try_wait().unwrap().is_none(),
+            "locktrace exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Hand the exited child's PID to an untraced process that takes the lock. Other processes may
+    // grab the PID first, so try a few times; every attempt is an outsider either way.
+    let mut reused = false;
+    for _ in 0..50 {
+        std::fs::write(ns_last_pid, (recycled - 1).to_string()).unwrap();
+        let outsider = Command::new(lockload())
+            .args(["hold", "--path", lock.to_str().unwrap(), "--hold", "1ms"])
+            .spawn()
+            .unwrap();
+        reused = outsider.id() == recycled;
+        assert!(outsider.wait_with_output().unwrap().status.success());
+        if reused {
+            break;
+        }
+    }
+    std::fs::write(&done, b"").unwrap();
+    assert!(tracer.wait().unwrap().success());
+    assert!(reused, "could not hand pid {recycled} to the outsider");
+    let report = Report::read(&report).unwrap();
+    let counted: u64 = report
+        .locks
+        .iter()
+        .flat_map(|l| l.modes.values())
+        .map(|m| m.hold.summary.count)
+        .sum();
+    assert_eq!(
+        counted, 0,
+        "a process that only reused an exited child's pid was traced"
+    );
+}

@@ -139,6 +139,10 @@ pub struct Offsets {
     pub pl_ret: u64,
     /// `sched:sched_process_fork` `child_pid`.
     pub fork_child_pid: u64,
+    /// `task_struct.signal`.
+    pub task_signal: u64,
+    /// `signal_struct.live`: threads of the group not yet exiting.
+    pub signal_live: u64,
 }
 
 /// Tracing configuration, written once into the program's `.rodata` before load.
@@ -180,5 +184,5 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 8 + COMM_LEN + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 16 + 18 * 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16 + 20 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());

@@ -6,7 +6,8 @@
 //!   `close()` of any fd of a POSIX-locked file (`locks_remove_posix`), for the last close of an
 //!   OFD-locked file, and when an exiting process closes its files, so one hook sees every release at the
 //!   moment it happens, keyed by the same owner the acquire used.
-//! - `sched:sched_process_fork`: extends the pid filter to children.
+//! - `sched:sched_process_fork` / `sched_process_exit`: extend the pid filter to children and forget
+//!   processes that are gone, so a recycled PID is not traced.
 //!
 //! Struct and tracepoint field offsets come from userspace (`CONFIG`), read from the running kernel.
 
@@ -50,6 +51,8 @@ static CONFIG: Config = Config {
         pl_type: 0,
         pl_ret: 0,
         fork_child_pid: 0,
+        task_signal: 0,
+        signal_live: 0,
     },
 };
 
@@ -470,6 +473,31 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         bump(counter::MAP_FULL);
     } else {
         debug!(&ctx, "following child {} of {}", child, parent);
+    }
+    OK
+}
+
+/// The fork hook cannot tell a new thread from a new process, so it also adds thread IDs; each is
+/// dropped when its thread exits, and the process once its last thread does. Releases at exit come
+/// later (`exit_files` runs after this tracepoint) but are matched through `HELD`, not `PIDS`.
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if cfg.flags & filter::BY_PID == 0 {
+        return SKIP;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tid != tgid {
+        let _ = PIDS.remove(&tid);
+    }
+    // do_exit decrements `signal->live` before this tracepoint: 0 means the whole group is exiting.
+    let group_dead = unsafe {
+        read_at::<u64>(bpf_get_current_task(), cfg.offsets.task_signal)
+            .and_then(|signal| read_at::<i32>(signal, cfg.offsets.signal_live))
+    } == Some(0);
+    if group_dead {
+        let _ = PIDS.remove(&tgid);
     }
     OK
 }
