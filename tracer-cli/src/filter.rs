@@ -60,17 +60,14 @@ impl Filter {
                 flags |= filter::BY_NAME;
             }
             for path in &self.paths {
-                let meta = std::fs::metadata(path).map_err(|e| {
+                let (dev, ino) = kernel::file_id(path).map_err(|e| {
                     Error::Filter(format!("--path {}", path.display()), e.to_string())
                 })?;
-                inodes.push(InodeKey {
-                    dev: kernel::kernel_dev(meta.dev()),
-                    ino: meta.ino(),
-                });
+                inodes.push(InodeKey { dev, ino });
             }
             for &(dev, ino) in &self.inodes {
                 inodes.push(InodeKey {
-                    dev: kernel::kernel_dev(dev),
+                    dev: kernel::kernel_dev_for(dev),
                     ino,
                 });
             }

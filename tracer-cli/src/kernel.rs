@@ -1,7 +1,11 @@
 //! What the running kernel looks like: struct offsets from its BTF, tracepoint field offsets from
 //! tracefs. Nothing here is baked in at build time, so one binary works across kernels.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+};
 
 use btf_rs::{Btf, BtfType, Type};
 use tracer_common::Offsets;
@@ -179,15 +183,92 @@ pub fn kernel_dev(st_dev: u64) -> u64 {
     (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
 }
 
-/// Where the root of the filesystem with kernel device `kdev` is mounted (first such mount).
-pub fn mount_point(kdev: u64) -> Option<std::path::PathBuf> {
-    let want = format!("{}:{}", kdev >> 20, kdev & 0xfffff);
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        // id parent major:minor root mount-point ...
-        let f: Vec<&str> = line.split(' ').collect();
-        (f.len() > 4 && f[2] == want && f[3] == "/").then(|| unescape_mount(f[4]).into())
-    })
+/// One line of `/proc/self/mountinfo`.
+struct Mount {
+    id: u64,
+    /// The superblock's device (`s_dev`), kernel encoding.
+    kdev: u64,
+    /// The directory of that filesystem mounted here (`/` unless a bind mount or btrfs subvolume).
+    root: PathBuf,
+    point: PathBuf,
+}
+
+fn mounts() -> Vec<Mount> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            // id parent major:minor root mount-point ...
+            let f: Vec<&str> = line.split(' ').collect();
+            let (major, minor) = f.get(2)?.split_once(':')?;
+            Some(Mount {
+                id: f[0].parse().ok()?,
+                kdev: (major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?,
+                root: unescape_mount(f.get(3)?).into(),
+                point: unescape_mount(f.get(4)?).into(),
+            })
+        })
+        .collect()
+}
+
+/// Where `rel` (a path from the root of the filesystem with kernel device `kdev`, as the programs
+/// walk it) can be opened: one candidate per mount of that filesystem whose root contains it.
+pub fn visible_paths(kdev: u64, rel: &Path) -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.kdev == kdev)
+        .filter_map(|m| {
+            let inside = rel.strip_prefix(m.root.strip_prefix("/").ok()?).ok()?;
+            Some(m.point.join(inside))
+        })
+        .collect()
+}
+
+/// The identity the programs see for the file at `path`: (`i_sb->s_dev`, `i_ino`). `st_dev` is not
+/// it on btrfs subvolumes (an anonymous device per subvolume) or overlayfs; the mount's entry in
+/// mountinfo always carries `s_dev`.
+pub fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statx is a valid out-parameter.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated and stx is writable.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0,
+            libc::STATX_INO | libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let st_dev = kernel_dev(libc::makedev(stx.stx_dev_major, stx.stx_dev_minor));
+    // Kernels before 5.8 do not report the mount ID; st_dev is right everywhere but on the above.
+    let kdev = if stx.stx_mask & libc::STATX_MNT_ID != 0 {
+        mounts()
+            .into_iter()
+            .find(|m| m.id == stx.stx_mnt_id)
+            .map_or(st_dev, |m| m.kdev)
+    } else {
+        st_dev
+    };
+    Ok((kdev, stx.stx_ino))
+}
+
+/// `st_dev` as `stat -c %d` prints it, as the programs' device: the same number, except on btrfs
+/// subvolumes and overlayfs, where it is found through a mount point showing that `st_dev`.
+pub fn kernel_dev_for(st_dev: u64) -> u64 {
+    let plain = kernel_dev(st_dev);
+    let all = mounts();
+    if all.iter().any(|m| m.kdev == plain) {
+        return plain;
+    }
+    all.iter()
+        .filter(|m| std::fs::metadata(&m.point).is_ok_and(|meta| meta.dev() == st_dev))
+        .find_map(|m| file_id(&m.point).ok())
+        .map_or(plain, |(kdev, _)| kdev)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
@@ -228,11 +309,14 @@ mod tests {
     fn mount_points_are_unescaped_and_found() {
         assert_eq!(unescape_mount(r"/mnt/a\040b"), "/mnt/a b");
         assert_eq!(unescape_mount(r"/x\134y"), r"/x\y");
-        let root = std::fs::metadata("/").unwrap();
-        let kdev = kernel_dev(std::os::unix::fs::MetadataExt::dev(&root));
-        assert!(
-            mount_point(kdev).is_some(),
-            "the root filesystem has a mount point"
+        let (kdev, ino) = file_id(Path::new("/")).unwrap();
+        assert_eq!(ino, std::fs::metadata("/").unwrap().ino());
+        assert_eq!(
+            visible_paths(kdev, Path::new(""))
+                .first()
+                .map(PathBuf::as_path),
+            Some(Path::new("/")),
+            "the root filesystem is visible at /"
         );
     }
 

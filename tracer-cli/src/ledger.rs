@@ -5,7 +5,7 @@
 //! without an open hold, or a hold still open at the end, is a measurement gap and is counted, never
 //! guessed.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf};
+use std::{collections::HashMap, path::PathBuf};
 
 use locktrace_report::{Actor, Drops, LockKey, Metric, Mode, Recorder, TryOutcome};
 use tracer_common::{
@@ -46,7 +46,8 @@ impl Ledger {
     pub fn with_paths(paths: &[PathBuf]) -> Self {
         let mut ledger = Self::default();
         for path in paths {
-            let (Ok(meta), Ok(full)) = (std::fs::metadata(path), std::path::absolute(path)) else {
+            let (Ok((kdev, ino)), Ok(full)) = (kernel::file_id(path), std::path::absolute(path))
+            else {
                 continue;
             };
             let name = full
@@ -54,12 +55,12 @@ impl Ledger {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             ledger.locks.insert(
-                (kernel::kernel_dev(meta.dev()), meta.ino()),
+                (kdev, ino),
                 LockKey {
                     name,
                     path: Some(full.display().to_string()),
-                    dev: Some(meta.dev()),
-                    ino: Some(meta.ino()),
+                    dev: Some(kernel::user_dev(kdev)),
+                    ino: Some(ino),
                 },
             );
         }
@@ -78,18 +79,15 @@ impl Ledger {
         if p.incomplete != 0 || self.paths.contains_key(&(p.dev, p.ino)) {
             return;
         }
-        let Some(mut path) = kernel::mount_point(p.dev) else {
-            return;
-        };
-        for component in p.components[..(p.depth as usize).min(p.components.len())]
+        let rel: PathBuf = p.components[..(p.depth as usize).min(p.components.len())]
             .iter()
             .rev()
+            .map(|c| cstr(c))
+            .collect();
+        if let Some(path) = kernel::visible_paths(p.dev, &rel)
+            .into_iter()
+            .find(|path| kernel::file_id(path).is_ok_and(|id| id == (p.dev, p.ino)))
         {
-            path.push(cstr(component));
-        }
-        let same = std::fs::metadata(&path)
-            .is_ok_and(|m| m.dev() == kernel::user_dev(p.dev) && m.ino() == p.ino);
-        if same {
             self.paths.insert((p.dev, p.ino), path);
         }
     }
@@ -185,16 +183,15 @@ impl Ledger {
         } else {
             cstr(&ev.name)
         };
-        let dev = kernel::user_dev(ev.dev);
         let path = self
             .paths
             .get(&(ev.dev, ev.ino))
             .cloned()
-            .or_else(|| resolve_path(ev.pid, ev.fd, dev, ev.ino));
+            .or_else(|| resolve_path(ev.pid, ev.fd, (ev.dev, ev.ino)));
         let key = LockKey {
             name,
             path: path.map(|p| p.display().to_string()),
-            dev: Some(dev),
+            dev: Some(kernel::user_dev(ev.dev)),
             ino: Some(ev.ino),
         };
         self.locks.insert((ev.dev, ev.ino), key.clone());
@@ -222,13 +219,12 @@ impl Ledger {
 }
 
 /// The file behind `/proc/PID/fd/FD`, trusted only if it is still the same inode.
-fn resolve_path(pid: u32, fd: i32, dev: u64, ino: u64) -> Option<PathBuf> {
+fn resolve_path(pid: u32, fd: i32, id: (u64, u64)) -> Option<PathBuf> {
     if fd < 0 {
         return None;
     }
     let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let meta = std::fs::metadata(&path).ok()?;
-    (meta.dev() == dev && meta.ino() == ino).then_some(path)
+    (kernel::file_id(&path).ok()? == id).then_some(path)
 }
 
 pub fn cstr(bytes: &[u8]) -> String {

@@ -640,3 +640,127 @@ fn a_recycled_pid_of_an_exited_child_is_not_followed() {
         "a process that only reused an exited child's pid was traced"
     );
 }
+
+/// A loop-mounted btrfs with a subvolume mounted on its own; unmounted and detached on drop.
+struct Btrfs {
+    loopdev: String,
+    top: PathBuf,
+    sub: PathBuf,
+}
+
+impl Btrfs {
+    fn create(dir: &Path) -> Btrfs {
+        let sh = |cmd: &str| {
+            let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let image = dir.join("btrfs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+        sh(&format!("mkfs.btrfs -q {}", image.display()));
+        let loopdev = sh(&format!("losetup --find --show {}", image.display()));
+        let fs = Btrfs {
+            loopdev,
+            top: dir.join("top"),
+            sub: dir.join("sub"),
+        };
+        std::fs::create_dir_all(&fs.top).unwrap();
+        std::fs::create_dir_all(&fs.sub).unwrap();
+        sh(&format!("mount {} {}", fs.loopdev, fs.top.display()));
+        sh(&format!(
+            "btrfs -q subvolume create {}/vol",
+            fs.top.display()
+        ));
+        sh(&format!(
+            "mount -o subvol=vol {} {}",
+            fs.loopdev,
+            fs.sub.display()
+        ));
+        fs
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        for m in [&self.sub, &self.top] {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
+    }
+}
+
+#[test]
+fn locks_on_a_btrfs_subvolume_are_filtered_and_named() {
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.contains("btrfs") {
+        eprintln!("skipped: btrfs subvolume test (this kernel has no btrfs loaded)");
+        return;
+    }
+    let mkfs = Command::new("mkfs.btrfs").arg("--version").output().is_ok();
+    if !common::kernel_tests_can_run(
+        "btrfs subvolume test",
+        &[(
+            mkfs,
+            "no mkfs.btrfs (cargo xtask setup installs btrfs-progs)",
+        )],
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Btrfs::create(dir.path());
+    let lock = fs.sub.join("x.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let meta = lock.metadata().unwrap();
+    // The point of the test: the subvolume's st_dev is not the superblock's device the kernel uses.
+    assert_ne!(meta.dev(), fs.top.metadata().unwrap().dev());
+    let lockload = lockload();
+    let hold = [
+        lockload.to_str().unwrap(),
+        "hold",
+        "--path",
+        lock.to_str().unwrap(),
+        "--hold",
+        "5ms",
+    ];
+    let inode = format!("{}:{}", meta.dev(), meta.ino());
+    let same_file = |p: &str| {
+        let m = Path::new(p).metadata().unwrap();
+        m.ino() == meta.ino()
+            && (p == lock.to_str().unwrap() || p.starts_with(fs.top.to_str().unwrap()))
+    };
+    for filter in [
+        vec!["--path", lock.to_str().unwrap()],
+        vec!["--inode", inode.as_str()],
+        vec!["--lock", "x.lock"],
+    ] {
+        let (report, out) = record(dir.path(), &filter, &hold);
+        assert!(out.status.success(), "{filter:?}");
+        assert_eq!(report.locks.len(), 1, "{filter:?}: {:?}", report.locks);
+        let l = &report.locks[0];
+        assert_eq!(
+            l.modes[&Mode::Write].hold.summary.count,
+            1,
+            "{filter:?}: the hold is seen"
+        );
+        assert_eq!(l.key.ino, Some(meta.ino()), "{filter:?}");
+        let path = l
+            .key
+            .path
+            .as_deref()
+            .unwrap_or_else(|| panic!("{filter:?}: no path"));
+        assert!(
+            same_file(path),
+            "{filter:?}: path {path} is not {}",
+            lock.display()
+        );
+        assert_no_drops(&report);
+    }
+}

@@ -11,7 +11,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: LLVM 22 for bpf-linker (it links libLLVM.so.22 dynamically, so it must stay),
-/// fonts for the plots, bpftrace for the contrib scripts' cross-check.
+/// fonts for the plots, bpftrace for the contrib scripts' cross-check, btrfs-progs for the kernel
+/// test on a btrfs subvolume.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("llvm-22-dev", "bpf-linker links against LLVM 22"),
     ("libfontconfig-dev", "plot rendering (plotters)"),
@@ -20,6 +21,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "bpftrace",
         "contrib/lockstats scripts and their cross-check test",
     ),
+    ("btrfs-progs", "kernel test of locks on a btrfs subvolume"),
 ];
 
 pub fn setup() -> Result<()> {
