@@ -26,7 +26,8 @@ pub enum LiveFormat {
     Text,
     /// A report snapshot (the JSON report schema) every interval, one per line.
     Json,
-    /// Every lock and release event as it arrives, one JSON object per line.
+    /// Every lock and release event as it arrives, one JSON object per line; the final report is
+    /// the last line (`"event": "report"`).
     Ndjson,
 }
 
@@ -118,7 +119,7 @@ pub fn run(mut opts: Options) -> Result<i32> {
                 let snap = ledger
                     .recorder()
                     .snapshot(meta(&tracer, &opts, &ledger, started, counters));
-                live(&snap, opts.format);
+                print_report(&snap, opts.format);
             }
             next_tick = Some(tick + interval);
         }
@@ -162,7 +163,7 @@ pub fn run(mut opts: Options) -> Result<i32> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if !opts.quiet {
-        print!("{}", render_text(&report));
+        print_report(&report, opts.format);
         if let Some(path) = &opts.output {
             eprintln!("locktrace: report written to {}", path.display());
         }
@@ -195,11 +196,15 @@ fn meta(
     }
 }
 
-fn live(report: &Report, format: LiveFormat) {
+/// A report on stdout in the live format, so a json or ndjson stream stays parseable to its end.
+fn print_report(report: &Report, format: LiveFormat) {
     match format {
         LiveFormat::Text => println!("{}", render_text(report)),
         LiveFormat::Json => println!("{}", serde_json::to_string(report).unwrap_or_default()),
-        LiveFormat::Ndjson => {}
+        LiveFormat::Ndjson => println!(
+            "{}",
+            serde_json::json!({ "event": "report", "report": report })
+        ),
     }
 }
 

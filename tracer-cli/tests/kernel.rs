@@ -764,3 +764,77 @@ fn locks_on_a_btrfs_subvolume_are_filtered_and_named() {
         assert_no_drops(&report);
     }
 }
+
+#[test]
+fn live_streams_are_parseable_to_the_end() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("live.lock");
+    let stream = |format: &str, hold: &str| {
+        // lockload prints its own figures on stdout; keep them out of the stream under test.
+        let script = format!(
+            "exec {} hold --path {} --hold {hold} >/dev/null",
+            lockload().display(),
+            lock.display()
+        );
+        let out = run(locktrace()
+            .args([
+                "record",
+                "--lock",
+                "live.lock",
+                "--interval",
+                "50ms",
+                "--format",
+                format,
+            ])
+            .args(["--", "sh", "-c", &script]));
+        assert!(out.status.success(), "{format}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let holds = |report: &Report| -> u64 {
+        report
+            .locks
+            .iter()
+            .filter_map(|l| l.modes.get(&Mode::Write))
+            .map(|m| m.hold.summary.count)
+            .sum()
+    };
+    let parse = |line: &str| Report::from_json(line.as_bytes(), Path::new("stdout")).unwrap();
+
+    // json: a snapshot per interval while the 400 ms hold runs (none finished yet), then the final one.
+    let json = stream("json", "400ms");
+    let reports: Vec<Report> = json.lines().map(parse).collect();
+    assert!(reports.len() >= 4, "snapshots every 50 ms: {json}");
+    assert_eq!(holds(&reports[0]), 0, "first snapshot is mid-hold");
+    assert_eq!(
+        holds(reports.last().unwrap()),
+        1,
+        "final report has the hold"
+    );
+
+    // ndjson: the lock and its release as events, then the report as the last line.
+    let ndjson = stream("ndjson", "5ms");
+    let lines: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["lock", "release_close", "report"], "{ndjson}");
+    assert_eq!(lines[0]["pid"], lines[1]["pid"]);
+    assert_eq!(lines[0]["ino"], lock.metadata().unwrap().ino());
+    let last = serde_json::to_vec(&lines[2]["report"]).unwrap();
+    assert_eq!(
+        holds(&Report::from_json(&last, Path::new("stdout")).unwrap()),
+        1
+    );
+
+    // text: a table per interval, then the final one.
+    let text = stream("text", "300ms");
+    assert!(
+        text.matches("live.lock").count() >= 3,
+        "interval tables: {text}"
+    );
+}
