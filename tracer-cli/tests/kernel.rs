@@ -471,6 +471,29 @@ fn a_recorded_workload_is_gated_end_to_end() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+/// Polls `path` until its text satisfies `ready` (30 s at most) while a running `locktrace` must not
+/// exit; returns the text.
+fn wait_for_file(
+    tracer: &mut std::process::Child,
+    path: &Path,
+    timeout_msg: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if ready(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{timeout_msg}");
+        assert!(
+            tracer.try_wait().unwrap().is_none(),
+            "locktrace exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, on hybrid systems, `…/unified`).
 fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
@@ -515,21 +538,9 @@ fn cgroup_filter_keeps_other_cgroups_out() {
         .spawn()
         .unwrap();
     // The banner is printed once the programs are attached.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::read_to_string(&banner_file)
-        .unwrap_or_default()
-        .contains("tracing with")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "locktrace did not attach"
-        );
-        assert!(
-            tracer.try_wait().unwrap().is_none(),
-            "locktrace exited early"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_file(&mut tracer, &banner_file, "locktrace did not attach", |t| {
+        t.contains("tracing with")
+    });
     let hold = |inside: bool| {
         let join = if inside {
             format!("echo $$ > {}/cgroup.procs && ", cgroup.display())
@@ -595,21 +606,12 @@ fn a_recycled_pid_of_an_exited_child_is_not_followed() {
         .args(["--", "sh", "-c", &script])
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let recycled: u32 = loop {
-        if let Ok(text) = std::fs::read_to_string(&child_pid) {
-            break text.trim().parse().unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "traced child never ran"
-        );
-        assert!(
-            tracer.try_wait().unwrap().is_none(),
-            "locktrace exited early"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let recycled: u32 = wait_for_file(&mut tracer, &child_pid, "traced child never ran", |t| {
+        !t.is_empty()
+    })
+    .trim()
+    .parse()
+    .unwrap();
     // Hand the exited child's PID to an untraced process that takes the lock. Other processes may
     // grab the PID first, so try a few times; every attempt is an outsider either way.
     let mut reused = false;
