@@ -1,10 +1,13 @@
 //! Side-by-side view of the same locks in several reports, with ratios against the first report.
+//! Locks are matched by name, each report's same-named lock files merged into one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::error::ReportError;
+use crate::merge::{NamedLock, by_name};
 use crate::model::{Metric, Mode, Report, Statistic, Summary};
 
 /// Statistics shown in the text table.
@@ -31,6 +34,9 @@ pub struct ComparisonRow {
     pub lock: String,
     pub mode: Mode,
     pub metric: Metric,
+    /// Per report, how many lock files have this name (0 where none): above one, that report's
+    /// statistics are over all of them together.
+    pub files: Vec<usize>,
     /// Per report; `None` where that report has no such lock mode.
     pub summaries: Vec<Option<Summary>>,
     /// For each report after the first, its statistics divided by the first report's.
@@ -67,36 +73,49 @@ impl Ratios {
     }
 }
 
-/// Every (lock name, mode, metric) with samples in any of `reports`, in order: what side-by-side
-/// views (tables, plots) line up.
-pub(crate) fn sampled_keys(reports: &[(&str, &Report)]) -> BTreeSet<(String, Mode, Metric)> {
-    let mut keys = BTreeSet::new();
-    for (_, r) in reports {
-        for lock in &r.locks {
-            for (mode, m) in &lock.modes {
+/// What side-by-side views (tables, plots) line up.
+pub(crate) struct Lineup<'a> {
+    /// Per report, its locks by name, same-named lock files merged.
+    pub(crate) reports: Vec<BTreeMap<&'a str, NamedLock<'a>>>,
+    /// Every (lock name, mode, metric) with samples in any report, in order.
+    pub(crate) keys: BTreeSet<(&'a str, Mode, Metric)>,
+}
+
+impl<'a> Lineup<'a> {
+    pub(crate) fn new(reports: &[(&str, &'a Report)]) -> Result<Self, ReportError> {
+        let reports = reports
+            .iter()
+            .map(|(_, r)| by_name(&r.locks))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = BTreeSet::new();
+        for (name, named) in reports.iter().flatten() {
+            for (mode, m) in &named.lock.modes {
                 for metric in Metric::ALL {
                     if m.metric(metric).summary.count > 0 {
-                        keys.insert((lock.key.name.clone(), *mode, metric));
+                        keys.insert((*name, *mode, metric));
                     }
                 }
             }
         }
+        Ok(Lineup { reports, keys })
     }
-    keys
 }
 
-/// Lines up every lock mode and metric with samples in any of `reports` (label, report).
-pub fn compare(reports: &[(&str, &Report)]) -> Comparison {
-    let rows = sampled_keys(reports)
-        .into_iter()
-        .map(|(lock, mode, metric)| {
-            let summaries: Vec<Option<Summary>> = reports
+/// Lines up every lock mode and metric with samples in any of `reports` (label, report). Locks are
+/// matched by name; a report's same-named lock files count as one lock with all their samples.
+pub fn compare(reports: &[(&str, &Report)]) -> Result<Comparison, ReportError> {
+    let lineup = Lineup::new(reports)?;
+    let rows = lineup
+        .keys
+        .iter()
+        .map(|&(lock, mode, metric)| {
+            let found: Vec<Option<&NamedLock>> =
+                lineup.reports.iter().map(|r| r.get(lock)).collect();
+            let files = found.iter().map(|n| n.map_or(0, |n| n.files)).collect();
+            let summaries: Vec<Option<Summary>> = found
                 .iter()
-                .map(|(_, r)| {
-                    r.locks
-                        .iter()
-                        .find(|l| l.key.name == lock)
-                        .and_then(|l| l.modes.get(&mode))
+                .map(|n| {
+                    n.and_then(|n| n.lock.modes.get(&mode))
                         .map(|m| m.metric(metric).summary)
                 })
                 .collect();
@@ -109,18 +128,19 @@ pub fn compare(reports: &[(&str, &Report)]) -> Comparison {
                 })
                 .collect();
             ComparisonRow {
-                lock,
+                lock: lock.to_string(),
                 mode,
                 metric,
+                files,
                 summaries,
                 ratios,
             }
         })
         .collect();
-    Comparison {
+    Ok(Comparison {
         labels: reports.iter().map(|(l, _)| l.to_string()).collect(),
         rows,
-    }
+    })
 }
 
 fn ratios(label: &str, base_label: &str, base: Option<&Summary>, cur: Option<&Summary>) -> Ratios {
@@ -166,7 +186,22 @@ impl Comparison {
             .unwrap_or(0)
             .max(9);
         for row in &self.rows {
-            let _ = writeln!(out, "{} {} {}", row.lock, row.mode, row.metric);
+            let _ = write!(out, "{} {} {}", row.lock, row.mode, row.metric);
+            if row.files.iter().any(|&n| n > 1) {
+                let merged: Vec<String> = self
+                    .labels
+                    .iter()
+                    .zip(&row.files)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(label, n)| format!("{label} {n}"))
+                    .collect();
+                let _ = write!(
+                    out,
+                    " (same-named lock files merged: {})",
+                    merged.join(", ")
+                );
+            }
+            out.push('\n');
             let _ = write!(out, "  {:<6}", "");
             for label in &self.labels {
                 let _ = write!(out, " {label:>width$}");

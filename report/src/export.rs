@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::ReportError;
 use crate::histogram::SIGNIFICANT_DIGITS;
+use crate::merge::by_name;
 use crate::model::{Metric, Report};
 
 #[derive(Serialize)]
@@ -16,13 +17,13 @@ struct BmfValue {
     value: f64,
 }
 
-/// Bencher Metric Format: one benchmark per `LOCK:MODE:METRIC` (lock by name, so runs line up), with
-/// `p50`, `p99` and `max` measures in nanoseconds. Metrics without samples are left out rather than
-/// reported as zero latency.
-pub fn bmf(report: &Report) -> String {
+/// Bencher Metric Format: one benchmark per `LOCK:MODE:METRIC` (lock by name, so runs line up;
+/// same-named lock files merged), with `p50`, `p99` and `max` measures in nanoseconds. Metrics
+/// without samples are left out rather than reported as zero latency.
+pub fn bmf(report: &Report) -> Result<String, ReportError> {
     let mut out: BTreeMap<String, BTreeMap<&str, BmfValue>> = BTreeMap::new();
-    for lock in &report.locks {
-        for (mode, mode_report) in &lock.modes {
+    for (name, named) in by_name(&report.locks)? {
+        for (mode, mode_report) in &named.lock.modes {
             for metric in Metric::ALL {
                 let s = &mode_report.metric(metric).summary;
                 if s.count == 0 {
@@ -32,31 +33,35 @@ pub fn bmf(report: &Report) -> String {
                     .into_iter()
                     .map(|(name, v)| (name, BmfValue { value: v as f64 }))
                     .collect();
-                out.insert(format!("{}:{mode}:{metric}", lock.key.name), measures);
+                out.insert(format!("{name}:{mode}:{metric}"), measures);
             }
         }
     }
-    serde_json::to_string_pretty(&out).expect("BMF serializes to JSON")
+    Ok(serde_json::to_string_pretty(&out).expect("BMF serializes to JSON"))
 }
 
 /// Nanoseconds per unit of the values in [`hdr_text`].
 pub const HDR_VALUE_UNIT_NS: f64 = 1_000.0;
 
-/// Percentile distribution of every lock, mode and metric with samples, each block preceded by a
-/// `#` line naming it. Values are in microseconds.
+/// Percentile distribution of every lock (by name, same-named lock files merged), mode and metric
+/// with samples, each block preceded by a `#` line naming it. Values are in microseconds.
 pub fn hdr_text(report: &Report) -> Result<String, ReportError> {
     let mut out = String::new();
-    for lock in &report.locks {
-        for (mode, mode_report) in &lock.modes {
+    for (name, named) in by_name(&report.locks)? {
+        let merged = if named.files > 1 {
+            format!("; {} lock files merged", named.files)
+        } else {
+            String::new()
+        };
+        for (mode, mode_report) in &named.lock.modes {
             for metric in Metric::ALL {
                 if mode_report.metric(metric).summary.count == 0 {
                     continue;
                 }
-                let hist = lock.histogram(*mode, metric)?;
+                let hist = named.lock.histogram(*mode, metric)?;
                 let _ = writeln!(
                     out,
-                    "# {} {mode} {metric} (values in microseconds)",
-                    lock.key.name
+                    "# {name} {mode} {metric} (values in microseconds{merged})"
                 );
                 out.push_str(&percentile_distribution(&hist, HDR_VALUE_UNIT_NS));
                 out.push('\n');

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ReportError;
 use crate::markup;
-use crate::model::{LockReport, Metric, Mode, Report, Statistic, Summary};
+use crate::merge::{NamedLock, by_name};
+use crate::model::{Metric, Mode, Report, Statistic, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CmpOp {
@@ -312,6 +313,9 @@ pub struct Check {
     /// The budget expression, or `regression:LOCK:MODE:METRIC:STAT`.
     pub name: String,
     pub lock: Option<String>,
+    /// How many lock files with this name the report has; above one, the statistics are over all
+    /// of them merged.
+    pub files: Option<usize>,
     pub mode: Option<Mode>,
     pub metric: Option<Metric>,
     pub statistic: Option<Statistic>,
@@ -331,6 +335,7 @@ impl Check {
             kind,
             name,
             lock: None,
+            files: None,
             mode: None,
             metric: None,
             statistic: None,
@@ -427,7 +432,18 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
             String::new(),
         )
     };
-    let locks: Vec<&LockReport> = report.find(&budget.lock).collect();
+    // Same-named lock files are one lock to a budget, as they are to the baseline comparison: the
+    // budget then holds for the name across the run, however many stores it had.
+    let locks = match by_name(report.find(&budget.lock)) {
+        Ok(locks) => locks,
+        Err(e) => {
+            out.push(Check {
+                message: format!("budget {}: {e}", budget.expr),
+                ..base
+            });
+            return;
+        }
+    };
     if locks.is_empty() {
         out.push(Check {
             message: format!(
@@ -439,8 +455,8 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
         return;
     }
     let before = out.len();
-    for lock in locks {
-        for (mode, mode_report) in &lock.modes {
+    for named in locks.values() {
+        for (mode, mode_report) in &named.lock.modes {
             if budget.mode.is_some_and(|m| m != *mode) {
                 continue;
             }
@@ -448,7 +464,7 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
             let measured = budget.statistic.of(summary);
             let stat = budget.statistic;
             let limit = format!("{} {}", budget.op.as_str(), stat.format(budget.limit));
-            let at = format!("{} {mode}", lock.key.name);
+            let at = format!("{} {mode}", named.label());
             let (verdict, message) = if stat.is_duration() && summary.count < min_samples {
                 (
                     Verdict::Inconclusive,
@@ -471,7 +487,8 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
                 (verdict, message)
             };
             out.push(Check {
-                lock: Some(lock.key.name.clone()),
+                lock: Some(named.lock.key.name.clone()),
+                files: Some(named.files),
                 mode: Some(*mode),
                 samples: Some(summary.count),
                 measured: Some(measured),
@@ -500,26 +517,39 @@ fn check_regressions(
     config: &GateConfig,
     out: &mut Vec<Check>,
 ) {
+    let unevaluable = |message: String| {
+        Check::bare(
+            CheckKind::Regression,
+            "regression".into(),
+            Verdict::Error,
+            message,
+        )
+    };
+    // Locks line up by name; same-named lock files on either side are merged first.
+    let (current, base) = match (by_name(&report.locks), by_name(&baseline.report.locks)) {
+        (Ok(current), Ok(base)) => (current, base),
+        (Err(e), _) => {
+            out.push(unevaluable(format!("regression: {e}")));
+            return;
+        }
+        (_, Err(e)) => {
+            out.push(unevaluable(format!("regression: baseline: {e}")));
+            return;
+        }
+    };
     let tol = baseline.tolerance_pct;
-    for lock in &report.locks {
-        let base_lock = baseline
-            .report
-            .locks
-            .iter()
-            .find(|l| l.key.name == lock.key.name);
-        for (mode, mode_report) in &lock.modes {
-            let base_mode = base_lock.and_then(|l| l.modes.get(mode));
+    for (name, named) in &current {
+        for (mode, mode_report) in &named.lock.modes {
             for metric in Metric::ALL {
                 let cur = &mode_report.metric(metric).summary;
-                let base = base_mode.map(|m| &m.metric(metric).summary);
                 for stat in &config.regression_stats {
                     out.push(regression_check(
-                        &lock.key.name,
+                        named,
+                        base.get(name),
                         *mode,
                         metric,
                         *stat,
                         cur,
-                        base,
                         tol,
                         config.min_samples,
                     ));
@@ -528,27 +558,24 @@ fn check_regressions(
         }
     }
     // A lock that vanished is not a pass either: say so.
-    for base_lock in &baseline.report.locks {
-        let current = report
-            .locks
-            .iter()
-            .find(|l| l.key.name == base_lock.key.name);
-        for mode in base_lock.modes.keys() {
-            if current.is_some_and(|l| l.modes.contains_key(mode)) {
+    for (name, base_named) in &base {
+        for mode in base_named.lock.modes.keys() {
+            if current
+                .get(name)
+                .is_some_and(|l| l.lock.modes.contains_key(mode))
+            {
                 continue;
             }
             out.push(Check {
-                lock: Some(base_lock.key.name.clone()),
+                lock: Some(name.to_string()),
+                files: Some(0),
                 mode: Some(*mode),
                 samples: Some(0),
                 ..Check::bare(
                     CheckKind::Regression,
-                    format!("regression:{}:{mode}", base_lock.key.name),
+                    format!("regression:{name}:{mode}"),
                     Verdict::Inconclusive,
-                    format!(
-                        "regression {} {mode}: in the baseline but not in this report",
-                        base_lock.key.name
-                    ),
+                    format!("regression {name} {mode}: in the baseline but not in this report"),
                 )
             });
         }
@@ -557,33 +584,36 @@ fn check_regressions(
 
 #[allow(clippy::too_many_arguments)] // one flat call site; a struct would only rename the arguments
 fn regression_check(
-    lock: &str,
+    lock: &NamedLock,
+    base: Option<&NamedLock>,
     mode: Mode,
     metric: Metric,
     stat: Statistic,
     cur: &Summary,
-    base: Option<&Summary>,
     tolerance_pct: f64,
     min_samples: u64,
 ) -> Check {
-    let name = format!("regression:{lock}:{mode}:{metric}:{stat}");
+    let name = &lock.lock.key.name;
+    let base_mode = base.and_then(|b| Some((b.lock.modes.get(&mode)?, b.files)));
+    let base = base_mode.map(|(m, files)| (&m.metric(metric).summary, files));
     let measured = stat.of(cur);
     let mut check = Check {
         kind: CheckKind::Regression,
-        name,
-        lock: Some(lock.to_string()),
+        name: format!("regression:{name}:{mode}:{metric}:{stat}"),
+        lock: Some(name.clone()),
+        files: Some(lock.files),
         mode: Some(mode),
         metric: Some(metric),
         statistic: Some(stat),
         samples: Some(cur.count),
         measured: Some(measured),
         limit: None,
-        baseline: base.map(|b| stat.of(b)),
+        baseline: base.map(|(b, _)| stat.of(b)),
         verdict: Verdict::Inconclusive,
         message: String::new(),
     };
-    let what = format!("regression {lock} {mode} {metric} {stat}");
-    let Some(base) = base else {
+    let what = format!("regression {} {mode} {metric} {stat}", lock.label());
+    let Some((base, base_files)) = base else {
         check.message = format!(
             "{what}: measured {}, no baseline for this lock mode",
             stat.format(measured)
@@ -609,13 +639,18 @@ fn regression_check(
             (measured as f64 / base_value as f64 - 1.0) * 100.0
         )
     };
+    let base_files = if base_files > 1 {
+        format!(" ({base_files} files)")
+    } else {
+        String::new()
+    };
     check.verdict = if measured as f64 > limit {
         Verdict::Fail
     } else {
         Verdict::Pass
     };
     check.message = format!(
-        "{what}: measured {}{change}, baseline {}, limit {} (+{tolerance_pct}%)",
+        "{what}: measured {}{change}, baseline {}{base_files}, limit {} (+{tolerance_pct}%)",
         stat.format(measured),
         stat.format(base_value),
         stat.format(limit.floor() as u64)

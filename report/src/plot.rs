@@ -1,4 +1,5 @@
-//! CDF plots of wait and hold times, one panel per lock, mode and metric, one line per report.
+//! CDF plots of wait and hold times, one panel per lock (by name, same-named lock files merged),
+//! mode and metric, one line per report.
 //! The x axis is logarithmic because lock times span nanoseconds to seconds.
 
 use std::path::Path;
@@ -6,6 +7,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::compare::Lineup;
 use crate::error::ReportError;
 use crate::model::Report;
 use crate::render::human_duration;
@@ -91,22 +93,24 @@ pub fn plot_cdf(reports: &[(&str, &Report)], out: &Path) -> Result<(), ReportErr
 }
 
 fn panels(reports: &[(&str, &Report)]) -> Result<Vec<Panel>, ReportError> {
-    crate::compare::sampled_keys(reports)
-        .into_iter()
-        .map(|(name, mode, metric)| {
+    let lineup = Lineup::new(reports)?;
+    lineup
+        .keys
+        .iter()
+        .map(|&(name, mode, metric)| {
             let mut series = Vec::new();
-            for (label, r) in reports {
-                let Some(lock) = r.locks.iter().find(|l| l.key.name == name) else {
+            for ((label, _), locks) in reports.iter().zip(&lineup.reports) {
+                let Some(named) = locks.get(name) else {
                     continue;
                 };
-                let Some(m) = lock.modes.get(&mode) else {
+                let Some(m) = named.lock.modes.get(&mode) else {
                     continue;
                 };
                 let summary = &m.metric(metric).summary;
                 if summary.count == 0 {
                     continue;
                 }
-                let hist = lock.histogram(mode, metric)?;
+                let hist = named.lock.histogram(mode, metric)?;
                 // A step function: vertical at each recorded value, so even one sample shows.
                 let mut cumulative = 0u64;
                 let mut points = Vec::new();
@@ -117,8 +121,14 @@ fn panels(reports: &[(&str, &Report)]) -> Result<Vec<Panel>, ReportError> {
                     cumulative += v.count_since_last_iteration();
                     points.push((x, cumulative as f64 / hist.len() as f64));
                 }
+                // Say when a line is several same-named lock files merged.
+                let files = if named.files > 1 {
+                    format!(", {} files", named.files)
+                } else {
+                    String::new()
+                };
                 series.push(Series {
-                    label: format!("{label} (n={})", summary.count),
+                    label: format!("{label} (n={}{files})", summary.count),
                     points,
                 });
             }

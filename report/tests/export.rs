@@ -1,6 +1,6 @@
 mod common;
 
-use common::{report, spread};
+use common::{hold_summary, report, spread, two_stores};
 use locktrace_report::export::{bmf, hdr_text, percentile_distribution};
 use locktrace_report::{Metric, Mode, new_histogram, plot_cdf};
 
@@ -16,7 +16,7 @@ fn bmf_has_one_benchmark_per_lock_mode_metric() {
         ("layers.lock", Mode::Write, Metric::Hold, &[5_000, 6_000]),
         ("images.lock", Mode::Read, Metric::Hold, &[42]),
     ]);
-    let json: serde_json::Value = serde_json::from_str(&bmf(&r)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&bmf(&r).unwrap()).unwrap();
     let obj = json.as_object().unwrap();
     let mut names: Vec<&str> = obj.keys().map(String::as_str).collect();
     names.sort();
@@ -146,4 +146,40 @@ fn plot_writes_svg_and_png() {
     let empty = report(&[]);
     let err = plot_cdf(&[("a", &empty)], &svg).unwrap_err();
     assert!(err.to_string().contains("no lock activity"), "{err}");
+}
+
+#[test]
+fn exports_and_plots_merge_same_named_lock_files() {
+    let slow = spread(100, 10_000_000, 50_000_000);
+    let fast = spread(100, 1_000, 100_000);
+    let isolated = two_stores(&slow, &fast);
+    let all: Vec<u64> = slow.iter().chain(&fast).copied().collect();
+    let want = hold_summary(&all);
+
+    // BMF keys benchmarks by name: both files go into the one benchmark.
+    let json: serde_json::Value = serde_json::from_str(&bmf(&isolated).unwrap()).unwrap();
+    assert_eq!(json.as_object().unwrap().len(), 1);
+    let hold = &json["layers.lock:write:hold"];
+    assert_eq!(hold["max"]["value"], want.max as f64);
+    assert_eq!(hold["p50"]["value"], want.p50 as f64);
+    assert_eq!(hold["p99"]["value"], want.p99 as f64);
+
+    let text = hdr_text(&isolated).unwrap();
+    let titles: Vec<&str> = text.lines().filter(|l| l.starts_with("# ")).collect();
+    assert_eq!(
+        titles,
+        ["# layers.lock write hold (values in microseconds; 2 lock files merged)"]
+    );
+    assert!(text.contains("Total count    =          200"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("cdf.svg");
+    plot_cdf(&[("isolated", &isolated)], &svg).unwrap();
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(
+        svg.matches("layers.lock write hold").count(),
+        1,
+        "one panel"
+    );
+    assert!(svg.contains("isolated (n=200, 2 files)"), "legend says so");
 }

@@ -1,6 +1,6 @@
 mod common;
 
-use common::{report, spread};
+use common::{hold_summary, report, spread, two_stores};
 use locktrace_report::gate::{
     Baseline, Budget, CheckKind, CmpOp, GateConfig, Verdict, evaluate, parse_budgets,
     parse_duration,
@@ -323,4 +323,143 @@ fn json_verdict_carries_checks() {
     assert_eq!(json["checks"][0]["limit"], 50_000_000);
     assert_eq!(json["checks"][0]["statistic"], "p99");
     assert_eq!(json["checks"][0]["mode"], "write");
+}
+
+fn against(base: &Report) -> GateConfig<'_> {
+    GateConfig {
+        baseline: Some(Baseline {
+            report: base,
+            tolerance_pct: 10.0,
+        }),
+        min_samples: 50,
+        ..GateConfig::default()
+    }
+}
+
+#[test]
+fn baseline_merges_same_named_lock_files_on_both_sides() {
+    let fast = spread(100, 1_000, 100_000);
+    let slow = spread(100, 10_000_000, 50_000_000);
+    // Baseline: one store slow, one fast. Now both are slow: the lock's median got far worse,
+    // although each file is no slower than the baseline's first one.
+    let base = two_stores(&slow, &fast);
+    let now = two_stores(&slow, &slow);
+    let result = evaluate(&now, &against(&base));
+    // One check per mode, metric and statistic of the name, not per file.
+    assert_eq!(result.checks.len(), 4, "{}", result.render_text());
+    assert_eq!(result.exit_code, 1, "{}", result.render_text());
+    let p50 = result
+        .checks
+        .iter()
+        .find(|c| c.name == "regression:layers.lock:write:hold:p50")
+        .unwrap();
+    assert_eq!(p50.verdict, Verdict::Fail);
+    let all_base: Vec<u64> = slow.iter().chain(&fast).copied().collect();
+    let all_now: Vec<u64> = slow.iter().chain(&slow).copied().collect();
+    assert_eq!(p50.baseline, Some(hold_summary(&all_base).p50));
+    assert_eq!(p50.measured, Some(hold_summary(&all_now).p50));
+    assert_eq!((p50.samples, p50.files), (Some(200), Some(2)));
+    assert!(
+        p50.message
+            .starts_with("regression layers.lock (2 files) write hold p50: measured"),
+        "{}",
+        p50.message
+    );
+    assert!(p50.message.contains(" (2 files), limit"), "{}", p50.message);
+
+    // The other way round the merged lock got faster: a pass, over all 200 samples of each side.
+    let result = evaluate(&two_stores(&fast, &slow), &against(&now));
+    assert_eq!(result.exit_code, 0, "{}", result.render_text());
+    let holds = result
+        .checks
+        .iter()
+        .filter(|c| c.metric == Some(Metric::Hold));
+    assert!(holds.map(|c| c.samples).all(|n| n == Some(200)));
+}
+
+#[test]
+fn budgets_hold_for_all_same_named_lock_files_together() {
+    let fast = spread(100, 1_000, 100_000);
+    let slow = spread(100, 10_000_000, 50_000_000);
+    let r = two_stores(&fast, &slow);
+    let result = evaluate(
+        &r,
+        &GateConfig {
+            budgets: budgets(&[
+                "layers.lock:hold:count>=150",
+                "layers.lock:hold:max<=1ms",
+                // A full path still picks out one file.
+                "/var/lib/containers/storage-1/layers.lock:hold:max<=1ms",
+            ]),
+            ..GateConfig::default()
+        },
+    );
+    let text = result.render_text();
+    assert_eq!(
+        result.checks.len(),
+        3,
+        "one check per budget and name: {text}"
+    );
+    let [count, max, one] = &result.checks[..] else {
+        unreachable!()
+    };
+    assert_eq!(count.verdict, Verdict::Pass, "{text}");
+    assert_eq!((count.measured, count.files), (Some(200), Some(2)));
+    assert_eq!(max.verdict, Verdict::Fail, "{text}");
+    assert_eq!(max.measured, Some(50_000_000));
+    assert!(
+        max.message
+            .contains("on layers.lock (2 files) write: measured 50.0ms"),
+        "{}",
+        max.message
+    );
+    assert_eq!(one.verdict, Verdict::Pass, "{text}");
+    assert_eq!((one.measured, one.files), (Some(100_000), Some(1)));
+    assert!(
+        one.message.contains("on layers.lock write"),
+        "{}",
+        one.message
+    );
+    assert_eq!(result.exit_code, 1);
+}
+
+#[test]
+fn corrupt_histogram_in_same_named_files_cannot_be_evaluated() {
+    let mut r = two_stores(&[1_000], &[2_000]);
+    r.locks[1]
+        .modes
+        .get_mut(&Mode::Write)
+        .unwrap()
+        .hold
+        .histogram = "bm90IGEgaGlzdG9ncmFt".into();
+    let budget = evaluate(
+        &r,
+        &GateConfig {
+            budgets: budgets(&["layers.lock:hold:max<=1s"]),
+            ..GateConfig::default()
+        },
+    );
+    assert_eq!(budget.exit_code, 2);
+    assert!(
+        budget.checks[0].message.contains("HdrHistogram"),
+        "{}",
+        budget.checks[0].message
+    );
+    let good = report(&[("layers.lock", Mode::Write, Metric::Hold, &[1_000])]);
+    for (now, base, needle) in [
+        (&r, &good, "regression: "),
+        (&good, &r, "regression: baseline: "),
+    ] {
+        let result = evaluate(now, &against(base));
+        assert_eq!(result.exit_code, 2, "{}", result.render_text());
+        assert!(
+            result
+                .checks
+                .iter()
+                .any(|c| c.verdict == Verdict::Error && c.message.starts_with(needle)),
+            "{}",
+            result.render_text()
+        );
+    }
+    assert!(locktrace_report::compare::compare(&[("a", &r), ("b", &good)]).is_err());
 }

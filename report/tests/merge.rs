@@ -1,6 +1,7 @@
 mod common;
 
-use common::{actor, key, report, spread};
+use common::{actor, hold_summary, key, report, spread, two_stores};
+use locktrace_report::merge::by_name;
 use locktrace_report::{
     Drops, Metric, Mode, Recorder, ReportMeta, Source, TryOutcome, merge, new_histogram,
 };
@@ -106,4 +107,35 @@ fn refuses_to_mix_clock_sources_or_merge_nothing() {
     let err = merge(&[k, s]).unwrap_err().to_string();
     assert!(err.contains("kernel and store"), "{err}");
     assert!(merge(&[]).is_err());
+}
+
+#[test]
+fn by_name_merges_same_named_lock_files_of_one_report() {
+    let mut r = two_stores(&[1_000, 2_000], &[30_000]);
+    let img = report(&[("images.lock", Mode::Read, Metric::Wait, &[5])]);
+    r.locks.extend(img.locks);
+    let locks = by_name(&r.locks).unwrap();
+    assert_eq!(
+        locks.keys().copied().collect::<Vec<_>>(),
+        ["images.lock", "layers.lock"]
+    );
+
+    let layers = &locks["layers.lock"];
+    assert_eq!(layers.files, 2);
+    assert_eq!(layers.label(), "layers.lock (2 files)");
+    assert_eq!(
+        layers.lock.modes[&Mode::Write].hold.summary,
+        hold_summary(&[1_000, 2_000, 30_000])
+    );
+    // The files differ in path and inode, so the merged lock keeps no location (device and inode
+    // identify a file only together).
+    let k = &layers.lock.key;
+    assert_eq!((k.path.as_deref(), k.dev, k.ino), (None, None, None));
+
+    let images = &locks["images.lock"];
+    assert_eq!(
+        (images.files, images.label()),
+        (1, "images.lock".to_string())
+    );
+    assert_eq!(*images.lock, r.locks[2], "a lone lock is kept as stored");
 }

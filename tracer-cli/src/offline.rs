@@ -141,7 +141,7 @@ impl OfflineCommand {
                 let labels = labels(&reports);
                 let pairs: Vec<(&str, &Report)> =
                     labels.iter().map(String::as_str).zip(&loaded).collect();
-                let table = compare::compare(&pairs);
+                let table = compare::compare(&pairs)?;
                 emit(&match format {
                     DataFormat::Text => table.render_text(),
                     DataFormat::Json => table.to_json() + "\n",
@@ -168,7 +168,16 @@ impl OfflineCommand {
                     }
                 }
                 let text = match format {
-                    ExportFormat::Bmf => export::bmf(&loaded) + "\n",
+                    ExportFormat::Bmf => {
+                        // BMF has no place for a note; without one, a merged benchmark would pass
+                        // for a single lock file.
+                        for named in merge::by_name(&loaded.locks)?.values() {
+                            if named.files > 1 {
+                                eprintln!("note: {} merged into one benchmark", named.label());
+                            }
+                        }
+                        export::bmf(&loaded)? + "\n"
+                    }
                     ExportFormat::Hdr => export::hdr_text(&loaded)?,
                 };
                 match &output {
