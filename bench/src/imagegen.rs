@@ -274,7 +274,7 @@ pub fn ensure(
         images,
     };
     let text = serde_json::to_vec_pretty(&set).expect("GenSet serializes");
-    write_atomic(&stamp, &text)?;
+    crate::fsutil::write_atomic(&stamp, &text).map_err(io_err(&stamp))?;
     Ok((set, false))
 }
 
@@ -332,12 +332,6 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), GenError> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(dir)(e)),
         _ => Ok(()),
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GenError> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Runs `f` over `jobs` on up to `available_parallelism` threads, keeping job order in the result.

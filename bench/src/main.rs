@@ -12,7 +12,7 @@ mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +23,9 @@ use store_core::ExtractMode;
 
 use crate::scenario::{BenchMode, RunConfig};
 use crate::trace::TraceMode;
+
+/// Overrides how long `run` waits for a worker's `ready` (seconds).
+const READY_TIMEOUT_ENV: &str = "LOCKBENCH_READY_TIMEOUT";
 
 #[derive(Parser)]
 #[command(
@@ -275,6 +278,7 @@ fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         quiet: args.quiet,
         command: std::env::args().collect(),
         extract_nice: args.priority.extract_nice,
+        ready_timeout: ready_timeout()?,
     };
     let ok = scenario::run(&config)?;
     Ok(if ok {
@@ -304,6 +308,25 @@ fn compare_podman_cmd(args: ComparePodmanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How long `run` waits for its workers' `ready`: `scenario::READY_TIMEOUT`, or whole seconds from
+/// the environment, so a test can stall a worker on purpose without waiting a minute.
+fn ready_timeout() -> Result<Duration> {
+    let Some(value) = std::env::var_os(READY_TIMEOUT_ENV) else {
+        return Ok(scenario::READY_TIMEOUT);
+    };
+    value
+        .to_str()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&secs| secs > 0)
+        .map(Duration::from_secs)
+        .with_context(|| {
+            format!(
+                "{READY_TIMEOUT_ENV}={}: expected a whole number of seconds above 0",
+                value.to_string_lossy()
+            )
+        })
 }
 
 /// A byte progress bar on stderr; hidden with `quiet` (indicatif also hides it off a terminal).

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
+use lockbench::fsutil::write_atomic;
 use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -12,7 +13,7 @@ use plotters::prelude::*;
 use crate::results::BenchReport;
 use crate::scenario::{BenchMode, ModeSamples};
 
-/// One rendered plot; `svg` is inlined into report.html and also written to `plots/<file>`.
+/// One rendered plot, already written to `plots/<file>`; `svg` is inlined into report.html.
 pub struct Plot {
     pub title: String,
     pub file: String,
@@ -40,8 +41,8 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("plotting: {e}")
 }
 
-/// Renders every plot and writes them to `out/plots/`. A plot that fails to render is reported
-/// on stderr and left out; the numbers in report.json do not depend on it.
+/// Renders every plot and writes each once to `out/plots/`. A plot that fails to render or write
+/// is reported on stderr and left out; the numbers in report.json do not depend on it.
 pub fn render_all(report: &BenchReport, samples: &[ModeSamples], out: &Path) -> Result<Vec<Plot>> {
     let dir = out.join("plots");
     // Plots of an earlier run with other locks or modes would otherwise linger next to these.
@@ -55,15 +56,21 @@ pub fn render_all(report: &BenchReport, samples: &[ModeSamples], out: &Path) -> 
     };
     keep(cdfs(report, false, &dir));
     for s in samples {
-        keep(timeline(s));
+        keep(timeline(s).and_then(|p| save(p, &dir)));
     }
-    keep(reader_latency(samples));
+    keep(reader_latency(samples).and_then(|p| save(p, &dir)));
     keep(cdfs(report, true, &dir));
-    for p in &plots {
-        let path = dir.join(&p.file);
-        fs::write(&path, &p.svg).with_context(|| format!("writing {}", path.display()))?;
-    }
     Ok(plots)
+}
+
+/// Writes a plot drawn in memory to `dir`. Not for the CDFs: `plot_cdf` has written those.
+fn save(plot: Option<Plot>, dir: &Path) -> Result<Option<Plot>> {
+    if let Some(p) = &plot {
+        let path = dir.join(&p.file);
+        write_atomic(&path, p.svg.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(plot)
 }
 
 fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Result<String> {
@@ -78,7 +85,8 @@ fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Resu
 }
 
 /// Per-lock wait and hold CDFs, one line per bench mode, drawn by locktrace-report's `plot_cdf`
-/// from the modes' reports (lossless histograms).
+/// from the modes' reports (lossless histograms). `plot_cdf` only draws into a file (atomically),
+/// so the SVG is read back from there for report.html.
 fn cdfs(report: &BenchReport, kernel: bool, dir: &Path) -> Result<Option<Plot>> {
     let reports: Vec<(String, Report)> = report
         .modes

@@ -4,10 +4,11 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use lockbench::fsutil::write_atomic;
 use lockbench::imagegen::{self, GenSet, GenSpec, ImageInfo};
 use locktrace_report::{Metric, Mode, Report, human_duration};
 use serde::Serialize;
@@ -102,9 +103,9 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
         modes,
     };
     let path = out.join("podman-report.json");
-    fs::write(
+    write_atomic(
         &path,
-        serde_json::to_vec_pretty(&report).context("serializing the podman report")?,
+        &serde_json::to_vec_pretty(&report).context("serializing the podman report")?,
     )
     .with_context(|| format!("writing {}", path.display()))?;
     println!("{}", table(&report).to_text());
@@ -183,7 +184,9 @@ struct Pull<'a> {
     image: &'a ImageInfo,
     child: Child,
     stderr: PathBuf,
-    took: Option<(Duration, std::process::ExitStatus)>,
+    took: Option<(Duration, ExitStatus)>,
+    /// Killed at the mode timeout: that, not its exit status, is its failure.
+    timed_out: bool,
 }
 
 fn run_mode(
@@ -252,25 +255,10 @@ fn run_mode(
             child,
             stderr,
             took: None,
+            timed_out: false,
         });
     }
-    let mut errors = Vec::new();
-    while pulls.iter().any(|p| p.took.is_none()) {
-        for p in pulls.iter_mut().filter(|p| p.took.is_none()) {
-            if let Some(status) = p.child.try_wait()? {
-                p.took = Some((started.elapsed(), status));
-            } else if started.elapsed() > MODE_TIMEOUT {
-                let _ = p.child.kill();
-                let status = p.child.wait()?;
-                errors.push(format!(
-                    "podman {} ({}) timed out and was killed",
-                    p.label, p.image.name
-                ));
-                p.took = Some((started.elapsed(), status));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_all(&mut pulls, started, MODE_TIMEOUT)?;
     let makespan = started.elapsed();
     let kernel_report = match session.map(|s| s.stop()) {
         None => None,
@@ -280,37 +268,8 @@ fn run_mode(
             None
         }
     };
-    let mut results = Vec::new();
-    let mut bytes = 0;
-    for p in pulls {
-        let (took, status) = p.took.expect("every pull was waited for");
-        let error = (!status.success()).then(|| {
-            format!(
-                "podman {} ({}): exited with {status}{}",
-                p.label,
-                p.image.name,
-                crate::log_tail(&p.stderr)
-            )
-        });
-        if let Some(e) = &error {
-            errors.push(e.clone());
-        } else {
-            bytes += p.image.tar_bytes();
-        }
-        results.push(PullResult {
-            worker: p.label,
-            image: p.image.name.clone(),
-            repeat: 0,
-            pid: p.child.id(),
-            duration_ns: error.is_none().then_some(took.as_nanos() as u64),
-            bytes: if error.is_none() {
-                p.image.tar_bytes()
-            } else {
-                0
-            },
-            error,
-        });
-    }
+    let (results, errors) = collect(pulls);
+    let bytes: u64 = results.iter().map(|r| r.bytes).sum();
     // The stores are large and not looked at again.
     let stores =
         std::iter::once("store".to_string()).chain((0..cfg.pulls).map(|i| format!("store-{i}")));
@@ -331,4 +290,119 @@ fn run_mode(
         },
         errors,
     ))
+}
+
+/// Waits for every pull; those still running `timeout` after `started` are killed.
+fn wait_all(pulls: &mut [Pull], started: Instant, timeout: Duration) -> Result<()> {
+    while pulls.iter().any(|p| p.took.is_none()) {
+        for p in pulls.iter_mut().filter(|p| p.took.is_none()) {
+            if let Some(status) = p.child.try_wait()? {
+                p.took = Some((started.elapsed(), status));
+            } else if started.elapsed() > timeout {
+                let _ = p.child.kill();
+                let status = p.child.wait()?;
+                p.took = Some((started.elapsed(), status));
+                p.timed_out = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// One result per pull, and each failed pull's error once for the failures list.
+fn collect(pulls: Vec<Pull>) -> (Vec<PullResult>, Vec<String>) {
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for p in pulls {
+        let (took, status) = p.took.expect("every pull was waited for");
+        let error = if p.timed_out {
+            Some(format!(
+                "podman {} ({}) timed out after {}s and was killed",
+                p.label,
+                p.image.name,
+                took.as_secs()
+            ))
+        } else {
+            (!status.success()).then(|| {
+                format!(
+                    "podman {} ({}): exited with {status}{}",
+                    p.label,
+                    p.image.name,
+                    crate::log_tail(&p.stderr)
+                )
+            })
+        };
+        errors.extend(error.clone());
+        let ok = error.is_none();
+        results.push(PullResult {
+            worker: p.label,
+            image: p.image.name.clone(),
+            repeat: 0,
+            pid: p.child.id(),
+            duration_ns: ok.then_some(took.as_nanos() as u64),
+            bytes: if ok { p.image.tar_bytes() } else { 0 },
+            error,
+        });
+    }
+    (results, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pull<'a>(image: &'a ImageInfo, dir: &Path, label: &str, script: &str) -> Pull<'a> {
+        let stderr = dir.join(format!("{label}.stderr"));
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Pull {
+            label: label.to_string(),
+            image,
+            child,
+            stderr,
+            took: None,
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_pull_that_times_out_is_one_failure_and_the_others_keep_their_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = |name: &str| ImageInfo {
+            name: name.to_string(),
+            dir: dir.path().join(name),
+            tag: "latest".to_string(),
+            manifest_digest: String::new(),
+            layers: Vec::new(),
+        };
+        let (ok, stuck, broken) = (image("img-00"), image("img-01"), image("img-02"));
+        let mut pulls = vec![
+            pull(&ok, dir.path(), "pull-0", "exit 0"),
+            pull(&stuck, dir.path(), "pull-1", "exec sleep 60"),
+            pull(
+                &broken,
+                dir.path(),
+                "pull-2",
+                "echo 'no such image' >&2; exit 125",
+            ),
+        ];
+        wait_all(&mut pulls, Instant::now(), Duration::from_millis(300)).unwrap();
+        let (results, errors) = collect(pulls);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("podman pull-1 (img-01) timed out after"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("pull-2 (img-02)") && errors[1].ends_with(": no such image"),
+            "{errors:#?}"
+        );
+        assert!(results[0].error.is_none() && results[0].duration_ns.is_some());
+        assert_eq!(results[1].error.as_ref(), Some(&errors[0]));
+        assert!(results[1].duration_ns.is_none());
+    }
 }

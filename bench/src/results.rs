@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use lockbench::fsutil::write_atomic;
 use locktrace_report::{Histogram, Metric, Mode, Report, human_duration};
 use serde::{Deserialize, Serialize};
 use store_core::ExtractMode;
@@ -163,6 +164,21 @@ pub struct LockStats {
     pub max: u64,
 }
 
+/// What every store-core staging lock file is called in reports: their files are named at random
+/// per layer, and under one name a mode's report lists the same locks whatever the run.
+const STAGING_LOCKS: &str = "overlay/staging/*.lock";
+
+/// A lock's name in the store and kernel reports: its path relative to its store root
+/// (`overlay-layers/layers.lock`), so the shared store and per-worker stores aggregate under one
+/// name.
+pub fn lock_name(lock: &Path, root: &Path) -> String {
+    let rel = lock.strip_prefix(root).unwrap_or(lock);
+    if rel.starts_with("overlay/staging") {
+        return STAGING_LOCKS.to_string();
+    }
+    rel.to_string_lossy().into_owned()
+}
+
 /// `metric` for `mode` over all locks matching `pattern` (isolated runs have one layers.lock per
 /// store), from the lossless histograms; None when no such lock was taken.
 pub fn lock_stats(report: &Report, pattern: &str, mode: Mode, metric: Metric) -> Option<LockStats> {
@@ -273,10 +289,8 @@ pub fn targets(modes: &[ModeResult]) -> Vec<Target> {
 
 impl BenchReport {
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).context("serializing report")?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        write_atomic(path, &text).with_context(|| format!("writing {}", path.display()))
     }
 }
 

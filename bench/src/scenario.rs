@@ -6,12 +6,14 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::str::FromStr;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use lockbench::fsutil::write_atomic;
 use lockbench::imagegen::{self, Compression, GenSet, GenSpec, ImageSpec};
 use lockbench::size::ByteSize;
 use locktrace_report::{Actor, LockKey, Metric, Mode, Recorder, ReportMeta, Source};
@@ -27,6 +29,9 @@ use crate::worker::Role;
 
 /// Longest a mode may run before its remaining workers are killed and the run marked failed.
 const MODE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default for how long workers get to open their store and print `ready`: normally well under a
+/// second, so only a stuck worker (its store locked by another process, a hung filesystem) hits it.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long readers get to finish their round after `stop`.
 const READER_GRACE: Duration = Duration::from_secs(30);
 
@@ -90,6 +95,8 @@ pub struct RunConfig {
     pub command: Vec<String>,
     /// Passed to every pull worker's store as `extract_nice`.
     pub extract_nice: u8,
+    /// How long workers get to print `ready` before they are killed (READY_TIMEOUT by default).
+    pub ready_timeout: Duration,
 }
 
 /// A lock hold or wait seen by a worker, for the timeline plot.
@@ -138,8 +145,9 @@ struct Running {
     events: PathBuf,
     stderr: PathBuf,
     status: Option<ExitStatus>,
-    /// Already in the failures (timed out and killed); its exit status adds nothing.
-    reported: bool,
+    /// Why the parent killed it (a timeout); already in the failures, and its exit status adds
+    /// nothing to it.
+    killed: Option<String>,
 }
 
 /// One repetition of one mode.
@@ -207,11 +215,15 @@ pub fn run(cfg: &RunConfig) -> Result<bool> {
                     }
                 ),
             );
-            acc.add(rep, o, cfg.repeat)?;
+            acc.add(rep, o, cfg.repeat);
         }
     }
-    let (results, samples): (Vec<ModeResult>, Vec<ModeSamples>) =
-        accs.into_iter().map(|a| a.finish(cfg)).unzip();
+    let (results, samples): (Vec<ModeResult>, Vec<ModeSamples>) = accs
+        .into_iter()
+        .map(|a| a.finish(cfg))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
 
     let failures: Vec<String> = results
         .iter()
@@ -263,9 +275,9 @@ pub fn run(cfg: &RunConfig) -> Result<bool> {
     }
     let plots = crate::plot::render_all(&report, &samples, &out)?;
     let table = crate::table::build(&report);
-    fs::write(
-        out.join("report.html"),
-        crate::html::render(&report, &table, &plots),
+    write_atomic(
+        &out.join("report.html"),
+        crate::html::render(&report, &table, &plots).as_bytes(),
     )
     .context("writing report.html")?;
     println!("{}", table.to_text());
@@ -374,7 +386,8 @@ struct ModeAcc {
     makespans: Vec<u64>,
     ops: Vec<OpSample>,
     failures: Vec<String>,
-    kernel: Option<locktrace_report::Report>,
+    /// One kernel report per traced repetition, keyed by store name.
+    kernels: Vec<locktrace_report::Report>,
     kernel_note: Option<String>,
     samples: ModeSamples,
     phases: BTreeMap<Phase, Vec<u64>>,
@@ -390,7 +403,7 @@ impl ModeAcc {
             makespans: Vec::new(),
             ops: Vec::new(),
             failures: Vec::new(),
-            kernel: None,
+            kernels: Vec::new(),
             kernel_note: None,
             samples: ModeSamples {
                 mode,
@@ -402,7 +415,7 @@ impl ModeAcc {
         }
     }
 
-    fn add(&mut self, rep: usize, o: RunOutcome, repeat: usize) -> Result<()> {
+    fn add(&mut self, rep: usize, o: RunOutcome, repeat: usize) {
         for sp in &o.spans {
             let lmode = if sp.write { Mode::Write } else { Mode::Read };
             let actor = Actor {
@@ -440,15 +453,11 @@ impl ModeAcc {
                 f
             }
         }));
-        self.kernel = match (self.kernel.take(), o.kernel) {
-            (None, k) | (k, None) => k,
-            (Some(a), Some(b)) => Some(merge_kernel(a, b)?),
-        };
+        self.kernels.extend(o.kernel);
         self.kernel_note = self.kernel_note.take().or(o.kernel_note);
-        Ok(())
     }
 
-    fn finish(self, cfg: &RunConfig) -> (ModeResult, ModeSamples) {
+    fn finish(self, cfg: &RunConfig) -> Result<(ModeResult, ModeSamples)> {
         let mode = self.mode;
         let mut sorted = self.makespans.clone();
         sorted.sort_unstable();
@@ -481,6 +490,8 @@ impl ModeAcc {
             .collect();
         let all: Vec<u64> = self.ops.iter().map(|s| s.duration_ns).collect();
         let errors = self.ops.iter().filter(|s| s.failed).count() as u64;
+        let kernel_report = crate::trace::combine(&self.kernels, &meta)
+            .with_context(|| format!("{mode}: combining the kernel reports of its runs"))?;
         let result = ModeResult {
             mode,
             extract_mode: mode.extract_mode(),
@@ -500,29 +511,12 @@ impl ModeAcc {
                 .map(|(phase, d)| (*phase, Latency::of(d)))
                 .collect(),
             store_report: self.recorder.finish(meta),
-            kernel_report: self.kernel,
+            kernel_report,
             kernel_note: self.kernel_note,
             failures: self.failures,
         };
-        (result, self.samples)
+        Ok((result, self.samples))
     }
-}
-
-/// Adds the second repetition's kernel report to the first (histograms merge losslessly).
-fn merge_kernel(
-    a: locktrace_report::Report,
-    b: locktrace_report::Report,
-) -> Result<locktrace_report::Report> {
-    locktrace_report::merge::merge(&[a, b]).context("merging kernel reports of repetitions")
-}
-
-/// The lock's path relative to its store root (`overlay-layers/layers.lock`), so the shared store
-/// and per-worker stores aggregate under one name.
-fn lock_name(lock: &Path, root: &Path) -> String {
-    lock.strip_prefix(root)
-        .unwrap_or(lock)
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn run_once(
@@ -547,6 +541,9 @@ fn run_once(
     // Absolute, as the kernel reports lock paths.
     let stores = stores.canonicalize()?;
     let specs = worker_specs(cfg, mode, set, base, &stores)?;
+    let mut roots: Vec<PathBuf> = specs.iter().map(|s| s.store.clone()).collect();
+    roots.sort();
+    roots.dedup();
 
     let trace_file = run_dir.join("kernel-report.json");
     let mut kernel_note = tracer.is_none().then(|| cfg.trace.skip_note());
@@ -570,9 +567,12 @@ fn run_once(
     }
     let mut failures = Vec::new();
     let t0 = drive(cfg, mode, rep, &mut workers, &mut failures)?;
-    let kernel = match session.map(|s| s.stop()) {
+    let kernel = match session.map(|s| {
+        s.stop()
+            .and_then(|report| crate::trace::by_store_name(report, &roots))
+    }) {
         None => None,
-        Some(Ok(report)) => Some(crate::trace::only_under(report, &stores)),
+        Some(Ok(report)) => Some(report),
         Some(Err(e)) => {
             let note = format!("kernel trace unavailable: {}", crate::one_line(&e));
             if cfg.trace == TraceMode::On {
@@ -652,7 +652,7 @@ fn drive(
     failures: &mut Vec<String>,
 ) -> Result<u64> {
     // Wait until every worker has its store open, so the go signal starts them together.
-    let ready: Vec<bool> = workers.iter_mut().map(wait_ready).collect();
+    let ready = wait_ready(workers, cfg.ready_timeout, failures)?;
     let t0 = monotonic_ns();
     for (w, ok) in workers.iter_mut().zip(&ready) {
         if *ok {
@@ -680,15 +680,13 @@ fn drive(
         }
         if started.elapsed() > MODE_TIMEOUT {
             for w in workers.iter_mut().filter(|w| w.status.is_none()) {
-                failures.push(format!(
+                let why = format!(
                     "worker {} ({}) timed out after {}s and was killed",
                     w.spec.label,
                     w.spec.image_name,
                     MODE_TIMEOUT.as_secs()
-                ));
-                let _ = w.child.kill();
-                w.status = Some(w.child.wait()?);
-                w.reported = true;
+                );
+                give_up(w, why, failures)?;
             }
             break;
         }
@@ -710,14 +708,13 @@ fn drive(
                     break;
                 }
                 None if grace.elapsed() > READER_GRACE => {
-                    failures.push(format!(
-                        "worker {} did not stop within {}s and was killed",
+                    let why = format!(
+                        "worker {} ({}) did not stop within {}s and was killed",
                         w.spec.label,
+                        w.spec.image_name,
                         READER_GRACE.as_secs()
-                    ));
-                    let _ = w.child.kill();
-                    w.status = Some(w.child.wait()?);
-                    w.reported = true;
+                    );
+                    give_up(w, why, failures)?;
                     break;
                 }
                 None => std::thread::sleep(Duration::from_millis(20)),
@@ -778,7 +775,7 @@ fn collect(workers: &[Running], t0: u64, rep: usize, mut failures: Vec<String>) 
                     spans.push(LockSpan {
                         worker: w.spec.label.clone(),
                         pid,
-                        lock: lock_name(lock, &root),
+                        lock: crate::results::lock_name(lock, &root),
                         write,
                         metric,
                         start_ns: as_offset(event.start_mono_ns),
@@ -816,7 +813,10 @@ fn collect(workers: &[Running], t0: u64, rep: usize, mut failures: Vec<String>) 
         }
         let status = w.status.expect("every worker was waited for");
         let finished = pull.is_some() || w.spec.role == Role::Read;
-        let problem = worker_problem(w, status, error, finished);
+        let problem = w
+            .killed
+            .clone()
+            .or_else(|| worker_problem(w, status, error, finished));
         if let Some(first) = op_errors.first() {
             failures.push(format!(
                 "worker {} ({}): {} store operation(s) failed, first: {first}",
@@ -824,7 +824,7 @@ fn collect(workers: &[Running], t0: u64, rep: usize, mut failures: Vec<String>) 
                 w.spec.image_name,
                 op_errors.len()
             ));
-        } else if let Some(p) = problem.as_ref().filter(|_| !w.reported) {
+        } else if let Some(p) = problem.as_ref().filter(|_| w.killed.is_none()) {
             failures.push(p.clone());
         }
         if w.spec.role == Role::Pull {
@@ -915,19 +915,74 @@ fn spawn(spec: WorkerSpec, mode: BenchMode, extract_nice: u8, run_dir: &Path) ->
         events,
         stderr,
         status: None,
-        reported: false,
+        killed: None,
     };
     running.stdin = running.child.stdin.take();
     Ok(running)
 }
 
-fn wait_ready(w: &mut Running) -> bool {
-    let Some(stdout) = w.child.stdout.take() else {
-        return false;
-    };
-    let mut line = String::new();
-    let mut reader: BufReader<ChildStdout> = BufReader::new(stdout);
-    matches!(reader.read_line(&mut line), Ok(n) if n > 0) && line.trim() == READY
+/// Per worker: whether it printed `ready` (false: it exited first). Workers still silent after
+/// `timeout` are killed and become failures naming them, so a worker stuck opening its store
+/// (locked by another process, say) cannot hang the run; the others still start.
+fn wait_ready(
+    workers: &mut [Running],
+    timeout: Duration,
+    failures: &mut Vec<String>,
+) -> Result<Vec<bool>> {
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = mpsc::channel();
+    let mut ready: Vec<Option<bool>> = vec![None; workers.len()];
+    for (i, w) in workers.iter_mut().enumerate() {
+        let Some(stdout) = w.child.stdout.take() else {
+            ready[i] = Some(false);
+            continue;
+        };
+        let tx = tx.clone();
+        // A blocking read per worker: it ends with the worker's stdout, whether the worker
+        // exits or is killed below, so the thread is not waited for.
+        std::thread::Builder::new()
+            .name(format!("ready-{}", w.spec.label))
+            .spawn(move || {
+                let mut line = String::new();
+                let ok = matches!(BufReader::new(stdout).read_line(&mut line), Ok(n) if n > 0)
+                    && line.trim() == READY;
+                let _ = tx.send((i, ok));
+            })
+            .context("starting a thread to wait for a worker")?;
+    }
+    drop(tx);
+    while ready.iter().any(Option::is_none) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((i, ok)) => ready[i] = Some(ok),
+            Err(_) => break,
+        }
+    }
+    for (w, r) in workers.iter_mut().zip(&ready) {
+        if r.is_none() {
+            let why = format!(
+                "worker {} ({}) did not report ready within {}s (opening store {}) and was killed",
+                w.spec.label,
+                w.spec.image_name,
+                timeout.as_secs_f64(),
+                w.spec.store.display()
+            );
+            give_up(w, why, failures)?;
+        }
+    }
+    Ok(ready.into_iter().map(|r| r == Some(true)).collect())
+}
+
+/// Kills a worker the parent stopped waiting for; `why` becomes its one failure.
+fn give_up(w: &mut Running, why: String, failures: &mut Vec<String>) -> Result<()> {
+    let _ = w.child.kill();
+    w.status = Some(
+        w.child
+            .wait()
+            .with_context(|| format!("waiting for worker {}", w.spec.label))?,
+    );
+    failures.push(why.clone());
+    w.killed = Some(why);
+    Ok(())
 }
 
 fn send(w: &mut Running, msg: &str) {
@@ -961,4 +1016,73 @@ fn worker_problem(
         "worker {} ({}): {what}",
         w.spec.label, w.spec.image_name
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// A worker stand-in: a real process that does what `script` says instead of lockbench's
+    /// worker (printing `ready`, never getting to it, exiting early).
+    fn worker(dir: &Path, label: &str, image: &str, script: &str) -> Running {
+        let stderr = dir.join(format!("{label}.stderr"));
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Running {
+            spec: WorkerSpec {
+                label: label.to_string(),
+                role: Role::Pull,
+                store: dir.join("store"),
+                image: String::new(),
+                image_name: image.to_string(),
+            },
+            child,
+            stdin: None,
+            events: dir.join(format!("{label}.ndjson")),
+            stderr,
+            status: None,
+            killed: None,
+        }
+    }
+
+    #[test]
+    fn a_worker_that_never_gets_ready_is_killed_and_named_and_the_others_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut workers = vec![
+            worker(dir.path(), "pull-0", "img-00", "echo ready; exec sleep 60"),
+            worker(dir.path(), "pull-1", "img-01", "exec sleep 60"),
+            worker(dir.path(), "pull-2", "img-02", "exit 3"),
+        ];
+        // On a thread, so that a wait without a timeout fails the test instead of hanging it.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let ready = wait_ready(&mut workers, Duration::from_millis(500), &mut failures);
+            let _ = tx.send((ready.unwrap(), failures, workers));
+        });
+        let (ready, failures, mut workers) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("wait_ready did not return: no timeout");
+        assert_eq!(ready, vec![true, false, false]);
+        assert_eq!(failures.len(), 1, "{failures:#?}");
+        assert!(
+            failures[0].starts_with("worker pull-1 (img-01) did not report ready within 0.5s"),
+            "{failures:#?}"
+        );
+        assert_eq!(workers[1].killed.as_ref(), Some(&failures[0]));
+        let status = workers[1].status.expect("the stuck worker was reaped");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(workers[0].status.is_none() && workers[2].status.is_none());
+        for w in &mut workers {
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Kernel-side figures: runs `locktrace record` around a mode's workers and reads its report.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use locktrace_report::Report;
+use locktrace_report::{LockKey, Report, ReportMeta};
 
 /// How long the tracer gets to attach before the workers start anyway.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -184,27 +185,72 @@ impl Session {
 /// the machine must not leak into this run's figures. Matches by path where the tracer resolved
 /// one, else by device and inode of the lock files still under `root`.
 pub fn only_under(mut report: Report, root: &Path) -> Report {
+    let files = lock_files(&[root]);
+    report
+        .locks
+        .retain(|l| lock_path(&l.key, &files).is_some_and(|p| p.starts_with(root)));
+    report
+}
+
+/// This run's locks, named as the store report names them (path relative to the worker's store,
+/// `results::lock_name`), without path, device or inode, and one entry per name however many of the
+/// `roots` (one per worker in isolated mode) hold that lock. So `combine` can add up repetitions
+/// without the report's shape depending on --repeat or on where the stores were. Locks outside
+/// `roots` are dropped, as in `only_under`.
+pub fn by_store_name(mut report: Report, roots: &[PathBuf]) -> Result<Report> {
+    let files = lock_files(roots);
+    report.locks = std::mem::take(&mut report.locks)
+        .into_iter()
+        .filter_map(|mut lock| {
+            let path = lock_path(&lock.key, &files)?;
+            let root = roots.iter().find(|r| path.starts_with(r))?;
+            lock.key = LockKey::named(crate::results::lock_name(&path, root));
+            Some(lock)
+        })
+        .collect();
+    // Merging matches locks by name, so it also folds the renamed duplicates together.
+    locktrace_report::merge(&[report]).context("merging the kernel report's locks by name")
+}
+
+/// One mode's kernel report over all its traced repetitions (each from `by_store_name`), added up
+/// like the store report `like`, whose command and labels it takes: they describe the lockbench
+/// run, where a single repetition's would name its own `locktrace record` command.
+pub fn combine(reports: &[Report], like: &ReportMeta) -> Result<Option<Report>> {
+    if reports.is_empty() {
+        return Ok(None);
+    }
+    let mut report = locktrace_report::merge(reports)?;
+    report.meta.command = like.command.clone();
+    report.meta.labels = like.labels.clone();
+    Ok(Some(report))
+}
+
+/// The `*.lock` files under `roots`, by device and inode: where the tracer did not resolve a
+/// lock's path, this finds it.
+fn lock_files(roots: &[impl AsRef<Path>]) -> HashMap<(u64, u64), PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let mut ids = std::collections::HashSet::new();
-    let mut stack = vec![root.to_path_buf()];
+    let mut files = HashMap::new();
+    let mut stack: Vec<PathBuf> = roots.iter().map(|r| r.as_ref().to_path_buf()).collect();
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 stack.push(entry.path());
             } else if entry.file_name().to_string_lossy().ends_with(".lock") {
-                ids.insert((meta.dev(), meta.ino()));
+                files.insert((meta.dev(), meta.ino()), entry.path());
             }
         }
     }
-    report
-        .locks
-        .retain(|l| match (&l.key.path, l.key.dev, l.key.ino) {
-            (Some(path), _, _) => Path::new(path).starts_with(root),
-            (None, Some(dev), Some(ino)) => ids.contains(&(dev, ino)),
-            _ => false,
-        });
-    report
+    files
+}
+
+/// Where the lock file is: the path the tracer resolved, else the lock file with its inode.
+fn lock_path(key: &LockKey, files: &HashMap<(u64, u64), PathBuf>) -> Option<PathBuf> {
+    match (&key.path, key.dev, key.ino) {
+        (Some(path), _, _) => Some(PathBuf::from(path)),
+        (None, Some(dev), Some(ino)) => files.get(&(dev, ino)).cloned(),
+        _ => None,
+    }
 }
 
 impl Drop for Session {
@@ -219,13 +265,114 @@ impl Drop for Session {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
 
-    use locktrace_report::{
-        Actor, LockKey, Metric, Mode, Recorder, ReportMeta, Source as ReportSource,
-    };
+    use locktrace_report::{Actor, Metric, Mode, Recorder, Source as ReportSource};
 
     use super::*;
+
+    /// What `locktrace record --all-locks` reports for one repetition of an isolated mode with two
+    /// pull stores under `stores`: lock files named by their file name, with the path where it
+    /// could resolve one and always device and inode; one layers.lock per store, a staging lock,
+    /// and a lock of some other program.
+    fn traced_repetition(stores: &Path, rep: usize) -> Report {
+        let mut rec = Recorder::new();
+        let actor = Actor {
+            pid: 100 + rep as u32,
+            comm: "lockbench".into(),
+        };
+        let mut lock = |rel: &str, with_path: bool, holds: u64| {
+            let path = stores.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            // A repetition's stores are new: new files, new inodes.
+            let _ = fs::remove_file(&path);
+            fs::write(&path, b"").unwrap();
+            let meta = fs::metadata(&path).unwrap();
+            let key = LockKey {
+                name: path.file_name().unwrap().to_string_lossy().into_owned(),
+                path: with_path.then(|| path.display().to_string()),
+                dev: Some(meta.dev()),
+                ino: Some(meta.ino()),
+            };
+            for _ in 0..holds {
+                rec.record(&key, Mode::Write, Metric::Hold, 1000, &actor);
+            }
+        };
+        lock("pull-0/overlay-layers/layers.lock", true, 3);
+        lock("pull-1/overlay-layers/layers.lock", false, 2);
+        lock("pull-0/storage.lock", true, 1);
+        lock(&format!("pull-1/overlay/staging/{rep:032x}.lock"), true, 1);
+        lock("../elsewhere/layers.lock", true, 5);
+        let mut meta = ReportMeta::new("locktrace", ReportSource::Kernel);
+        meta.command = vec![
+            "locktrace".into(),
+            "record".into(),
+            "-o".into(),
+            format!("runs/isolated-{rep}/kernel-report.json"),
+        ];
+        meta.duration_ns = 1_000_000;
+        rec.finish(meta)
+    }
+
+    /// Lock names with their write hold counts.
+    fn holds(report: &Report) -> BTreeMap<String, u64> {
+        report
+            .locks
+            .iter()
+            .map(|l| {
+                assert_eq!(
+                    (&l.key.path, l.key.dev, l.key.ino),
+                    (&None, None, None),
+                    "{}: run-specific location kept",
+                    l.key.name
+                );
+                let count = l.modes[&Mode::Write].hold.summary.count;
+                (l.key.name.clone(), count)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernel_reports_have_the_store_reports_keys_whatever_the_repeat_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = dir.path().join("stores");
+        let roots = [stores.join("pull-0"), stores.join("pull-1")];
+        let mut store_meta = ReportMeta::new("lockbench", ReportSource::Store);
+        store_meta.command = vec!["lockbench".into(), "run".into()];
+        store_meta.labels.insert("mode".into(), "isolated".into());
+
+        let kernel_report = |repeat: usize| {
+            let reps: Vec<Report> = (0..repeat)
+                .map(|rep| by_store_name(traced_repetition(&stores, rep), &roots).unwrap())
+                .collect();
+            combine(&reps, &store_meta).unwrap().unwrap()
+        };
+        let once = kernel_report(1);
+        let twice = kernel_report(2);
+        let expect = |n: u64| {
+            BTreeMap::from([
+                ("overlay-layers/layers.lock".to_string(), 5 * n),
+                ("overlay/staging/*.lock".to_string(), n),
+                ("storage.lock".to_string(), n),
+            ])
+        };
+        assert_eq!(holds(&once), expect(1));
+        assert_eq!(holds(&twice), expect(2));
+        // The names are the store report's: the same function names the store's locks.
+        let layers = roots[1].join("overlay-layers/layers.lock");
+        assert_eq!(
+            crate::results::lock_name(&layers, &roots[1]),
+            "overlay-layers/layers.lock"
+        );
+        for report in [&once, &twice] {
+            assert_eq!(report.meta.source, ReportSource::Kernel);
+            assert_eq!(report.meta.command, store_meta.command);
+            assert_eq!(report.meta.labels, store_meta.labels);
+        }
+        assert_eq!(twice.meta.duration_ns, 2 * once.meta.duration_ns);
+        assert!(combine(&[], &store_meta).unwrap().is_none());
+    }
 
     #[test]
     fn only_under_keeps_this_runs_locks() {

@@ -277,6 +277,139 @@ fn full_disk_fails_the_run_naming_the_workers() {
     assert_eq!(report(&out)["failed"], true);
 }
 
+#[test]
+fn a_worker_stuck_opening_its_store_times_out_naming_it_and_keeps_the_others() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the bind mount that keeps the held lock file in the store needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stores = dir.path().join("stores");
+    // pull-1's storage.lock, write-locked by this process, so its worker blocks in Store::open
+    // before it can print `ready`. `run` empties the stores before each mode; a bind mount cannot
+    // be unlinked, so the held file stays in place.
+    let held = dir.path().join("held.lock");
+    fs::write(&held, b"").unwrap();
+    let lock_file = stores.join("isolated/pull-1/storage.lock");
+    fs::create_dir_all(lock_file.parent().unwrap()).unwrap();
+    fs::write(&lock_file, b"").unwrap();
+    let mounted = Command::new("mount")
+        .arg("--bind")
+        .arg(&held)
+        .arg(&lock_file)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        eprintln!("skipped: cannot bind-mount here");
+        return;
+    }
+    let _mount = Mount(lock_file);
+    let holder = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&held)
+        .unwrap();
+    let whole_file = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: the fd is open for the call; the flock struct is valid.
+    let locked = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&holder),
+            libc::F_SETLK,
+            &whole_file,
+        )
+    };
+    assert_eq!(locked, 0, "locking {}", held.display());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockbench"))
+        .args([
+            "run",
+            "--pulls",
+            "2",
+            "--readers",
+            "1",
+            "--modes",
+            "isolated",
+            "--image-size",
+            "1M",
+            "--layers",
+            "2",
+            "--trace",
+            "off",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--stores")
+        .arg(&stores)
+        .env("LOCKBENCH_READY_TIMEOUT", "5")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A run that waits for `ready` forever must fail this test, not hang it.
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lockbench still waiting for a stuck worker after 120s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let result = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success(), "a stuck worker must fail the run");
+    let named = stderr
+        .lines()
+        .filter(|l| l.contains("pull-1 (img-01) did not report ready within 5s"))
+        .count();
+    assert_eq!(named, 1, "stuck worker not named once: {stderr}");
+    let report = report(&out);
+    assert_eq!(report["failed"], true);
+    let pulls = report["modes"][0]["pulls"].as_array().unwrap();
+    let ok = pulls.iter().find(|p| p["worker"] == "pull-0").unwrap();
+    assert!(
+        ok["duration_ns"].as_u64().unwrap() > 0,
+        "the healthy pull's result was lost"
+    );
+    let stuck = pulls.iter().find(|p| p["worker"] == "pull-1").unwrap();
+    assert!(stuck["duration_ns"].is_null());
+    assert!(
+        stuck["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not report ready"),
+        "{stuck}"
+    );
+}
+
+#[test]
+fn bad_ready_timeout_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = Command::new(env!("CARGO_BIN_EXE_lockbench"))
+        .args(["run", "--trace", "off", "--quiet", "--out"])
+        .arg(dir.path())
+        .env("LOCKBENCH_READY_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(stderr.contains("LOCKBENCH_READY_TIMEOUT=soon"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        !dir.path().join("images").exists(),
+        "failed late, after generating images"
+    );
+}
+
 /// The `locktrace` binary `--trace` would use: next to lockbench, as the workspace builds it.
 fn sibling_locktrace() -> Option<std::path::PathBuf> {
     let bin = Path::new(env!("CARGO_BIN_EXE_lockbench")).with_file_name("locktrace");
