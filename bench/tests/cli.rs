@@ -39,6 +39,25 @@ fn tiny_run(out: &Path, modes: &str) -> Output {
     ])
 }
 
+/// The run is marked failed, pull-1 has no time and an error saying `error_contains`, and pull-0's
+/// result was kept.
+fn assert_failed_pull_1_kept_pull_0(out: &Path, error_contains: &str) {
+    let report = report(out);
+    assert_eq!(report["failed"], true);
+    let pulls = report["modes"][0]["pulls"].as_array().unwrap();
+    let ok = pulls.iter().find(|p| p["worker"] == "pull-0").unwrap();
+    assert!(
+        ok["duration_ns"].as_u64().unwrap() > 0,
+        "the healthy pull's result was lost"
+    );
+    let bad = pulls.iter().find(|p| p["worker"] == "pull-1").unwrap();
+    assert!(bad["duration_ns"].is_null());
+    assert!(
+        bad["error"].as_str().unwrap().contains(error_contains),
+        "{bad}"
+    );
+}
+
 fn report(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(out.join("report.json")).expect("report.json written"))
         .expect("report.json parses")
@@ -119,17 +138,7 @@ fn corrupt_blob_fails_the_run_naming_worker_and_image_but_keeps_other_results() 
         stderr.contains("pull-1") && stderr.contains("img-01"),
         "unclear error: {stderr}"
     );
-    let report = report(&out);
-    assert_eq!(report["failed"], true);
-    let pulls = report["modes"][0]["pulls"].as_array().unwrap();
-    let ok = pulls.iter().find(|p| p["worker"] == "pull-0").unwrap();
-    assert!(
-        ok["duration_ns"].as_u64().unwrap() > 0,
-        "the healthy pull's result was lost"
-    );
-    let bad = pulls.iter().find(|p| p["worker"] == "pull-1").unwrap();
-    assert!(bad["duration_ns"].is_null());
-    assert!(bad["error"].as_str().unwrap().contains("img-01"));
+    assert_failed_pull_1_kept_pull_0(&out, "img-01");
 }
 
 #[test]
@@ -216,6 +225,16 @@ fn bad_size_and_mode_are_rejected() {
     assert!(text(&result).1.contains("fast"));
 }
 
+/// Whether the test runs as root; otherwise says why it is skipped.
+fn root_or_skip(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: {why}");
+    }
+    root
+}
+
 /// Unmounts on drop, so a failing assertion does not leave a mount behind.
 struct Mount(std::path::PathBuf);
 
@@ -227,9 +246,7 @@ impl Drop for Mount {
 
 #[test]
 fn full_disk_fails_the_run_naming_the_workers() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a small tmpfs to fill up needs root");
+    if !root_or_skip("mounting a small tmpfs to fill up needs root") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -279,9 +296,7 @@ fn full_disk_fails_the_run_naming_the_workers() {
 
 #[test]
 fn a_worker_stuck_opening_its_store_times_out_naming_it_and_keeps_the_others() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: the bind mount that keeps the held lock file in the store needs root");
+    if !root_or_skip("the bind mount that keeps the held lock file in the store needs root") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -372,23 +387,7 @@ fn a_worker_stuck_opening_its_store_times_out_naming_it_and_keeps_the_others() {
         .filter(|l| l.contains("pull-1 (img-01) did not report ready within 5s"))
         .count();
     assert_eq!(named, 1, "stuck worker not named once: {stderr}");
-    let report = report(&out);
-    assert_eq!(report["failed"], true);
-    let pulls = report["modes"][0]["pulls"].as_array().unwrap();
-    let ok = pulls.iter().find(|p| p["worker"] == "pull-0").unwrap();
-    assert!(
-        ok["duration_ns"].as_u64().unwrap() > 0,
-        "the healthy pull's result was lost"
-    );
-    let stuck = pulls.iter().find(|p| p["worker"] == "pull-1").unwrap();
-    assert!(stuck["duration_ns"].is_null());
-    assert!(
-        stuck["error"]
-            .as_str()
-            .unwrap()
-            .contains("did not report ready"),
-        "{stuck}"
-    );
+    assert_failed_pull_1_kept_pull_0(&out, "did not report ready");
 }
 
 #[test]
