@@ -417,6 +417,8 @@ fn doctor_names_the_mode_record_uses() {
     if !kernel_available() {
         return;
     }
+    // Its trial hooks run on every fcntl of the machine while attached: not during a timing test.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = run(locktrace().arg("doctor"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
