@@ -25,7 +25,7 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
          <title>lockbench report</title><style>{STYLE}</style></head><body>\n\
          <h1>lockbench: parallel pulls, locked vs staged</h1>\n\
          <p>{} parallel pulls of {} images ({} layers, {}) with {} readers; {} run(s) per mode; \
-         extraction threads at nice +{}; kernel {}; {} CPUs. Command: <code>{}</code></p>\n",
+         extraction threads at nice +{}; {}; kernel {}; {} CPUs. Command: <code>{}</code></p>\n",
         p.pulls,
         report
             .images
@@ -37,6 +37,11 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
         p.readers,
         p.repeat,
         p.extract_nice,
+        if p.durable {
+            "durable stores (fsync)"
+        } else {
+            "stores without fsync"
+        },
         escape(report.kernel.as_deref().unwrap_or("unknown")),
         report.cpus,
         escape(&report.command.join(" ")),

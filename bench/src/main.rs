@@ -115,15 +115,19 @@ struct PullArgs {
     /// OCI layout directory, optionally with `:TAG`.
     image: String,
     #[command(flatten)]
-    priority: ExtractPriority,
+    tuning: StoreTuning,
 }
 
 #[derive(Args)]
-struct ExtractPriority {
+struct StoreTuning {
     /// Nice increment for the threads that decompress and write layers; the thread that takes the
     /// store locks keeps normal priority, so commits are not stuck behind extractions for a CPU (0: off).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
     extract_nice: u8,
+    /// fsync layer contents and metadata (store-core's `durable`, as containers/storage syncs its
+    /// metadata). Off by default: the demo is about lock contention, not the disk's flush latency.
+    #[arg(long)]
+    durable: bool,
 }
 
 #[derive(Args)]
@@ -143,7 +147,7 @@ struct RunArgs {
     #[command(flatten)]
     shape: ImageShape,
     #[command(flatten)]
-    priority: ExtractPriority,
+    tuning: StoreTuning,
     /// Runs per mode; figures aggregate over all of them.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -233,7 +237,8 @@ fn gen_cmd(args: GenArgs) -> Result<ExitCode> {
 fn pull_cmd(args: PullArgs) -> Result<ExitCode> {
     let (dir, tag) = worker::split_reference(&args.image);
     let opts = store_core::StoreOptions {
-        extract_nice: args.priority.extract_nice,
+        extract_nice: args.tuning.extract_nice,
+        durable: args.tuning.durable,
         ..Default::default()
     };
     let store = store_core::Store::open(&args.store, opts)
@@ -277,7 +282,8 @@ fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         stores: args.stores,
         quiet: args.quiet,
         command: std::env::args().collect(),
-        extract_nice: args.priority.extract_nice,
+        extract_nice: args.tuning.extract_nice,
+        durable: args.tuning.durable,
         ready_timeout: ready_timeout()?,
     };
     let ok = scenario::run(&config)?;

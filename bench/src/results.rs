@@ -47,6 +47,9 @@ pub struct Params {
     /// Nice increment of the pull workers' extraction threads.
     #[serde(default)]
     pub extract_nice: u8,
+    /// Whether the stores fsynced layer contents and metadata.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

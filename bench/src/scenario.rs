@@ -95,6 +95,8 @@ pub struct RunConfig {
     pub command: Vec<String>,
     /// Passed to every pull worker's store as `extract_nice`.
     pub extract_nice: u8,
+    /// Every worker's store is opened `durable`.
+    pub durable: bool,
     /// How long workers get to print `ready` before they are killed (READY_TIMEOUT by default).
     pub ready_timeout: Duration,
 }
@@ -245,6 +247,7 @@ pub fn run(cfg: &RunConfig) -> Result<bool> {
             repeat: cfg.repeat,
             trace: cfg.trace.to_string(),
             extract_nice: cfg.extract_nice,
+            durable: cfg.durable,
         },
         images: set
             .images
@@ -563,7 +566,7 @@ fn run_once(
     };
     let mut workers = Vec::new();
     for spec in specs {
-        workers.push(spawn(spec, mode, cfg.extract_nice, &run_dir)?);
+        workers.push(spawn(spec, mode, cfg, &run_dir)?);
     }
     let mut failures = Vec::new();
     let t0 = drive(cfg, mode, rep, &mut workers, &mut failures)?;
@@ -882,7 +885,7 @@ fn prepull_base(store: &Path, base: &imagegen::ImageInfo) -> Result<String> {
     Ok(outcome.image.id)
 }
 
-fn spawn(spec: WorkerSpec, mode: BenchMode, extract_nice: u8, run_dir: &Path) -> Result<Running> {
+fn spawn(spec: WorkerSpec, mode: BenchMode, cfg: &RunConfig, run_dir: &Path) -> Result<Running> {
     let exe = std::env::current_exe().context("locating the lockbench binary")?;
     let events = run_dir.join(format!("{}.ndjson", spec.label));
     let stderr = run_dir.join(format!("{}.stderr", spec.label));
@@ -902,7 +905,8 @@ fn spawn(spec: WorkerSpec, mode: BenchMode, extract_nice: u8, run_dir: &Path) ->
         .arg("--events")
         .arg(&events)
         .args(["--image", &spec.image])
-        .args(["--extract-nice", &extract_nice.to_string()])
+        .args(["--extract-nice", &cfg.extract_nice.to_string()])
+        .args(cfg.durable.then_some("--durable"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr_file)

@@ -40,6 +40,9 @@ pub struct WorkerArgs {
     /// Nice increment for the extraction threads (store-core's `extract_nice`).
     #[arg(long, default_value_t = 0)]
     pub extract_nice: u8,
+    /// store-core's `durable`.
+    #[arg(long)]
+    pub durable: bool,
     /// Reader think time between rounds, so readers sample the store rather than saturate the CPU.
     #[arg(long, default_value_t = 10)]
     pub pause_ms: u64,
@@ -78,7 +81,7 @@ fn run(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
     let observer: Arc<dyn store_core::Observer> = sink.clone();
     let opts = StoreOptions {
         extract_mode: args.mode,
-        durable: false,
+        durable: args.durable,
         extract_nice: args.extract_nice,
         observer: Some(observer),
     };

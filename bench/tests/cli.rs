@@ -19,7 +19,11 @@ fn text(out: &Output) -> (String, String) {
 }
 
 fn tiny_run(out: &Path, modes: &str) -> Output {
-    lockbench(&[
+    tiny_run_with(out, modes, &[])
+}
+
+fn tiny_run_with(out: &Path, modes: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "run",
         "--pulls",
         "2",
@@ -36,7 +40,9 @@ fn tiny_run(out: &Path, modes: &str) -> Output {
         "--quiet",
         "--out",
         out.to_str().unwrap(),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    lockbench(&args)
 }
 
 /// The run is marked failed, pull-1 has no time and an error saying `error_contains`, and pull-0's
@@ -110,6 +116,22 @@ fn tiny_run_writes_table_report_and_html() {
     assert!(out.join("plots/reader-latency.svg").is_file());
     assert!(out.join("plots/timeline-locked.svg").is_file());
     assert!(out.join("plots/cdf-store.svg").is_file());
+}
+
+#[test]
+fn store_tuning_reaches_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = tiny_run_with(&out, "staged", &["--durable", "--extract-nice", "3"]);
+    assert!(result.status.success(), "{}", text(&result).1);
+    let report = report(&out);
+    assert_eq!(report["params"]["durable"], true);
+    assert_eq!(report["params"]["extract_nice"], 3);
+    let html = fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("nice +3") && html.contains("durable stores (fsync)"),
+        "report.html does not say how the stores ran"
+    );
 }
 
 #[test]
