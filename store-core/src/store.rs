@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -61,11 +61,12 @@ pub struct StoreOptions {
     pub extract_mode: ExtractMode,
     /// fsync layer contents before commit and metadata files on every write.
     pub durable: bool,
-    /// Nice increment for the threads that decompress, hash and write a layer's files (0 leaves them at
-    /// the caller's priority). Extraction is CPU-bound background work; when it saturates the CPUs, a lock
-    /// holder that sleeps for a moment (a directory lock, a metadata read) otherwise waits milliseconds for
-    /// a CPU before it can finish and release. The thread that takes and releases the store locks keeps
-    /// the caller's priority either way.
+    /// Nice increment for the threads that decompress, hash and write a staged layer's files (0 leaves
+    /// them at the caller's priority). Staged extraction is CPU-bound work done without store locks;
+    /// when it saturates the CPUs, a lock holder that sleeps for a moment (a directory lock, a metadata
+    /// read) otherwise waits milliseconds for a CPU before it can finish and release. The thread that
+    /// takes and releases the store locks keeps the caller's priority, and so does locked extraction,
+    /// which runs under layers.lock.
     pub extract_nice: u8,
     /// Receives lock, extraction and commit timings.
     pub observer: Option<Arc<dyn Observer>>,
@@ -186,6 +187,10 @@ pub struct Store {
     layers: Mutex<Cache<Layer>>,
     images: Mutex<Cache<Image>>,
     containers: Mutex<Cache<Container>>,
+    /// Whether the staging dirs and `overlay-layers` share a filesystem, so a staged commit can
+    /// prepare its `layers.json` in its staging dir and rename it over (else `overlay` is a mount of
+    /// its own and the temp file is made beside `layers.json`, under the lock).
+    stage_metadata: bool,
 }
 
 impl fmt::Debug for Store {
@@ -220,6 +225,13 @@ impl Store {
                 .create(&p)
                 .ctx(|| format!("creating {}", p.display()))?;
         }
+        let dev = |rel: &str| {
+            let p = root.join(rel);
+            std::fs::metadata(&p)
+                .map(|m| m.dev())
+                .ctx(|| format!("inspecting {}", p.display()))
+        };
+        let stage_metadata = dev("overlay/staging")? == dev("overlay-layers")?;
         let lock = |rel: &str, rank| LockFile::new(&root.join(rel), rank, opts.observer.clone());
         let store = Store {
             storage_lock: lock("storage.lock", Rank::Storage),
@@ -232,6 +244,7 @@ impl Store {
             layers: Mutex::default(),
             images: Mutex::default(),
             containers: Mutex::default(),
+            stage_metadata,
         };
         store.recover()?;
         Ok(store)
@@ -457,13 +470,15 @@ impl Store {
     }
 
     /// Creates `dir` (0700) and `dir/diff` (0755), then extracts into `diff`, reporting the extraction time,
-    /// and checks the stream's digest against `blob_digest`.
+    /// and checks the stream's digest against `blob_digest`. With `nice` > 0 the extraction runs on a
+    /// thread of its own at that lower priority.
     fn extract_into(
         &self,
         dir: &Path,
         req: &LayerRequest,
         stream: impl Read + Send,
         blob_digest: Option<&str>,
+        nice: u8,
     ) -> Result<Digests, StoreError> {
         let diff = dir.join("diff");
         mkdir(&diff, 0o755)?;
@@ -471,19 +486,22 @@ impl Store {
             uid_map: &req.uid_map,
             gid_map: &req.gid_map,
         };
-        let nice = self.opts.extract_nice;
         let d = self
             .emitter
             .timed(Op::CreateLayer, EventKind::Extract, || {
+                if nice == 0 {
+                    return archive::extract(stream, &diff, &opts);
+                }
                 std::thread::scope(|s| {
-                    let worker = s.spawn(|| {
-                        if nice > 0 {
-                            // Only ever lowers our own priority, which cannot be refused; and if a sandbox
-                            // refuses it anyway, extracting at normal priority is still correct.
+                    let worker = std::thread::Builder::new()
+                        .name("extract".into())
+                        .spawn_scoped(s, || {
+                            // Only ever lowers our own priority, which cannot be refused; and if a
+                            // sandbox refuses it anyway, extracting at normal priority is still correct.
                             let _ = sys::lower_thread_priority(nice);
-                        }
-                        archive::extract(stream, &diff, &opts)
-                    });
+                            archive::extract(stream, &diff, &opts)
+                        })
+                        .ctx(|| "starting the extraction thread")?;
                     worker
                         .join()
                         .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -533,7 +551,8 @@ impl Store {
             r => r.ctx(|| format!("creating {}", dir.display())),
         };
         let extracted = created.and_then(|()| {
-            self.extract_into(&dir, req, stream, blob_digest)
+            // Never lowered here: this extraction is the layers.lock hold, and a slower one holds longer.
+            self.extract_into(&dir, req, stream, blob_digest, 0)
                 .inspect_err(|_| {
                     let _ = sys::remove_tree(&dir);
                 })
@@ -574,10 +593,23 @@ impl Store {
         let staged = StagingDir::create(&self.staging_root())?;
         let staged_layer = staged.path().join("layer");
         mkdir(&staged_layer, 0o700)?;
-        let d = self.extract_into(&staged_layer, req, stream, blob_digest)?;
+        let d = self.extract_into(
+            &staged_layer,
+            req,
+            stream,
+            blob_digest,
+            self.opts.extract_nice,
+        )?;
         // Everything that can be done before taking the lock is: the commit below only writes and renames.
-        let tmp = sys::Replacement::create(staged.path().join("layers.json"))
-            .ctx(|| format!("creating a temp file in {}", staged.path().display()))?;
+        let tmp = if self.stage_metadata {
+            let path = staged.path().join("layers.json");
+            Some(
+                sys::Replacement::create(path)
+                    .ctx(|| format!("creating a temp file in {}", staged.path().display()))?,
+            )
+        } else {
+            None
+        };
 
         let g = self.layers_lock.write(Op::CreateLayer)?;
         let start = monotonic_ns();
@@ -599,7 +631,7 @@ impl Store {
         }
         let layer = Self::new_layer(id, req, Some(d));
         layers.push(layer.clone());
-        let replaced = match self.save(&self.layers, &g, &self.layers_json(), layers, Some(tmp)) {
+        let replaced = match self.save(&self.layers, &g, &self.layers_json(), layers, tmp) {
             Ok(replaced) => replaced,
             Err(e) => {
                 let _ = sys::remove_tree(&dir);

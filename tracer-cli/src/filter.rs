@@ -66,10 +66,15 @@ impl Filter {
                 inodes.push(InodeKey { dev, ino });
             }
             for &(dev, ino) in &self.inodes {
-                inodes.push(InodeKey {
-                    dev: kernel::kernel_dev_for(dev),
-                    ino,
-                });
+                let dev = kernel::kernel_dev_for(dev).ok_or_else(|| {
+                    Error::Filter(
+                        format!("--inode {dev}:{ino}"),
+                        "no mounted filesystem has this device; for a file on a btrfs \
+                         subvolume that is not mounted on its own, use --path"
+                            .into(),
+                    )
+                })?;
+                inodes.push(InodeKey { dev, ino });
             }
             if !inodes.is_empty() {
                 flags |= filter::BY_INODE;
@@ -148,7 +153,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.flags, filter::BY_INODE);
         assert_eq!(c.inodes[0].ino, meta.ino());
-        assert_eq!(kernel::user_dev(c.inodes[0].dev), meta.dev());
+        assert_eq!(
+            (c.inodes[0].dev, c.inodes[0].ino),
+            kernel::file_id(f.path()).unwrap()
+        );
     }
 
     #[test]

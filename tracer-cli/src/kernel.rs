@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
@@ -191,20 +191,23 @@ struct Mount {
     /// The directory of that filesystem mounted here (`/` unless a bind mount or btrfs subvolume).
     root: PathBuf,
     point: PathBuf,
+    fstype: String,
 }
 
 fn mounts() -> Vec<Mount> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     info.lines()
         .filter_map(|line| {
-            // id parent major:minor root mount-point ...
-            let f: Vec<&str> = line.split(' ').collect();
+            // id parent major:minor root mount-point options [optional fields] - fstype source ...
+            let (head, tail) = line.split_once(" - ")?;
+            let f: Vec<&str> = head.split(' ').collect();
             let (major, minor) = f.get(2)?.split_once(':')?;
             Some(Mount {
                 id: f[0].parse().ok()?,
                 kdev: (major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?,
                 root: unescape_mount(f.get(3)?).into(),
                 point: unescape_mount(f.get(4)?).into(),
+                fstype: tail.split(' ').next()?.to_owned(),
             })
         })
         .collect()
@@ -227,23 +230,7 @@ pub fn visible_paths(kdev: u64, rel: &Path) -> Vec<PathBuf> {
 /// it on btrfs subvolumes (an anonymous device per subvolume) or overlayfs; the mount's entry in
 /// mountinfo always carries `s_dev`.
 pub fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: an all-zero statx is a valid out-parameter.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: c is NUL-terminated and stx is writable.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            0,
-            libc::STATX_INO | libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let stx = statx(path, 0, libc::STATX_INO | libc::STATX_MNT_ID)?;
     let st_dev = kernel_dev(libc::makedev(stx.stx_dev_major, stx.stx_dev_minor));
     // Kernels before 5.8 do not report the mount ID; st_dev is right everywhere but on the above.
     let kdev = if stx.stx_mask & libc::STATX_MNT_ID != 0 {
@@ -257,18 +244,40 @@ pub fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((kdev, stx.stx_ino))
 }
 
-/// `st_dev` as `stat -c %d` prints it, as the programs' device: the same number, except on btrfs
-/// subvolumes and overlayfs, where it is found through a mount point showing that `st_dev`.
-pub fn kernel_dev_for(st_dev: u64) -> u64 {
+fn statx(path: &Path, flags: libc::c_int, mask: u32) -> std::io::Result<libc::statx> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statx is a valid out-parameter.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated and stx is writable.
+    if unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), flags, mask, &mut stx) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stx)
+}
+
+/// `st_dev` as `stat -c %d` prints it, as the programs' device: the same number where a mounted
+/// filesystem has it; on btrfs subvolumes and overlayfs, the device of a mount that shows that
+/// `st_dev`. `None` when no mount does (e.g. a btrfs subvolume not mounted on its own).
+pub fn kernel_dev_for(st_dev: u64) -> Option<u64> {
     let plain = kernel_dev(st_dev);
     let all = mounts();
     if all.iter().any(|m| m.kdev == plain) {
-        return plain;
+        return Some(plain);
     }
+    // Only the filesystems whose st_dev differs are asked, without automounting or revalidating,
+    // so a dead network mount cannot hang us.
     all.iter()
-        .filter(|m| std::fs::metadata(&m.point).is_ok_and(|meta| meta.dev() == st_dev))
-        .find_map(|m| file_id(&m.point).ok())
-        .map_or(plain, |(kdev, _)| kdev)
+        .filter(|m| matches!(m.fstype.as_str(), "btrfs" | "overlay"))
+        .find(|m| {
+            statx(
+                &m.point,
+                libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
+                libc::STATX_BASIC_STATS,
+            )
+            .is_ok_and(|stx| libc::makedev(stx.stx_dev_major, stx.stx_dev_minor) == st_dev)
+        })
+        .map(|m| m.kdev)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
@@ -303,6 +312,8 @@ pub fn release() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]

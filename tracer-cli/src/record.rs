@@ -103,14 +103,15 @@ pub fn run(mut opts: Options) -> Result<i32> {
     let mut exit_code = 0;
     let mut forwarded = 0;
     let stdout = std::io::stdout();
+    let ndjson = opts.format == LiveFormat::Ndjson && !opts.quiet;
+    let handle = |ledger: &mut Ledger, rec: Record| {
+        if let (Record::Lock(ev), true) = (&rec, ndjson) {
+            let _ = writeln!(stdout.lock(), "{}", event_json(ev));
+        }
+        ledger.handle(&rec);
+    };
     loop {
-        let ndjson = opts.format == LiveFormat::Ndjson && !opts.quiet;
-        tracer.poll(POLL, |rec| {
-            if let (Record::Lock(ev), true) = (&rec, ndjson) {
-                let _ = writeln!(stdout.lock(), "{}", event_json(ev));
-            }
-            ledger.handle(&rec);
-        });
+        tracer.poll(POLL, |rec| handle(&mut ledger, rec));
         if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
             && Instant::now() >= tick
         {
@@ -148,7 +149,7 @@ pub fn run(mut opts: Options) -> Result<i32> {
         }
     }
     // Events already in the ring buffer belong to this run.
-    tracer.poll(Duration::ZERO, |rec| ledger.handle(&rec));
+    tracer.poll(Duration::ZERO, |rec| handle(&mut ledger, rec));
     // A failed counter read must not cost the recording; say so instead.
     let counters = tracer.counters().unwrap_or_else(|e| {
         eprintln!("locktrace: warning: kernel drop counters unavailable: {e}");
