@@ -158,6 +158,19 @@ fn write_batches(file: File, shared: &(Mutex<Pending>, Condvar)) -> io::Result<(
     w.get_ref().sync_data()
 }
 
+impl Drop for Sink {
+    /// A sink dropped without `finish` (an early error) still stops its writer thread, which then
+    /// writes what it has.
+    fn drop(&mut self) {
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
+        self.shared.1.notify_all();
+    }
+}
+
 impl Observer for Sink {
     fn event(&self, ev: &StoreEvent) {
         self.write(Record::Store { event: ev.clone() });

@@ -30,7 +30,8 @@ use crate::worker::Role;
 /// Longest a mode may run before its remaining workers are killed and the run marked failed.
 const MODE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default for how long workers get to open their store and print `ready`: normally well under a
-/// second, so only a stuck worker (its store locked by another process, a hung filesystem) hits it.
+/// second, so only a stuck worker (e.g. its store locked by another process) hits it. A worker in an
+/// uninterruptible sleep (a hung filesystem) cannot be killed, and then nothing here can help.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long readers get to finish their round after `stop`.
 const READER_GRACE: Duration = Duration::from_secs(30);

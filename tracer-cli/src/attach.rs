@@ -74,12 +74,21 @@ pub fn attach(
     attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode")
         .map_err(|reason| Error::Attach { mode, reason })?;
     if follow_forks {
-        for hook in ["sched_process_fork", "sched_process_exit"] {
-            attach_tracepoint(ebpf, hook, "sched", hook)
-                .map_err(|reason| Error::Attach { mode, reason })?;
-        }
+        attach_pid_hooks(ebpf).map_err(|reason| Error::Attach { mode, reason })?;
     }
     Ok((mode, skipped))
+}
+
+/// The hooks that keep the pid filter in step with the process tree (`--pid`, `-- COMMAND`).
+pub fn attach_pid_hooks(ebpf: &mut Ebpf) -> Result<(), String> {
+    for hook in [
+        "sched_process_fork",
+        "sched_process_exit",
+        "sched_process_exec",
+    ] {
+        attach_tracepoint(ebpf, hook, "sched", hook)?;
+    }
+    Ok(())
 }
 
 /// Tries to load and attach the lock-call hooks of `mode`; the error says why it is unavailable.

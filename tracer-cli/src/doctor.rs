@@ -70,6 +70,7 @@ pub fn diagnose() -> Diagnosis {
         ("filelock", "posix_lock_inode"),
         ("sched", "sched_process_fork"),
         ("sched", "sched_process_exit"),
+        ("sched", "sched_process_exec"),
     ] {
         let ok = kernel::has_tracepoint(category, name);
         let why = match (ok, tracefs_readable) {
@@ -133,6 +134,14 @@ pub fn diagnose() -> Diagnosis {
                     .unwrap_or_else(|| "loaded and attached (trial)".into()),
             });
         }
+        let pid_hooks = attach::attach_pid_hooks(&mut ebpf);
+        checks.push(Check {
+            name: "pid hooks",
+            ok: pid_hooks.is_ok(),
+            detail: pid_hooks.err().unwrap_or_else(|| {
+                "fork/exit/exec hooks loaded and attached (--pid, -- COMMAND)".into()
+            }),
+        });
     }
     Diagnosis { checks, mode }
 }

@@ -170,6 +170,7 @@ pub fn offsets() -> Result<Offsets, Error> {
         fork_child_pid: tracepoint_field("sched", "sched_process_fork", &["child_pid"])?,
         task_signal: m("task_struct", &["signal"])?,
         signal_live: m("signal_struct", &["live"])?,
+        exec_old_pid: tracepoint_field("sched", "sched_process_exec", &["old_pid"])?,
     })
 }
 

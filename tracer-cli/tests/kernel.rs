@@ -578,12 +578,13 @@ fn cgroup_filter_keeps_other_cgroups_out() {
     );
 }
 
-#[test]
-fn a_recycled_pid_of_an_exited_child_is_not_followed() {
+/// Records `-- <traced>` (built from the temp dir, a file its tree writes a gone ID to, and a file
+/// that ends it), then hands that ID to an untraced process taking a lock: it must not be counted.
+fn assert_gone_id_is_not_followed(what: &str, traced: impl Fn(&Path, &Path, &Path) -> Vec<String>) {
     let ns_last_pid = Path::new("/proc/sys/kernel/ns_last_pid");
     // Without it (CONFIG_CHECKPOINT_RESTORE off) a PID cannot be chosen; that is not locktrace's fault.
     if !ns_last_pid.exists() {
-        eprintln!("skipped: recycled pid test (no {})", ns_last_pid.display());
+        eprintln!("skipped: {what} (no {})", ns_last_pid.display());
         return;
     }
     if !kernel_available() {
@@ -592,35 +593,29 @@ fn a_recycled_pid_of_an_exited_child_is_not_followed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("reuse.lock");
-    let child_pid = dir.path().join("child.pid");
+    let gone = dir.path().join("gone.id");
     let done = dir.path().join("done");
-    // The traced shell starts a child that exits at once, then waits until the test is done.
-    let script = format!(
-        "sh -c 'exit 0' & echo $! > {pid}.tmp; wait; mv {pid}.tmp {pid}; \
-         while [ ! -e {done} ]; do sleep 0.05; done",
-        pid = child_pid.display(),
-        done = done.display()
-    );
     let report = dir.path().join("report.json");
     let mut tracer = locktrace()
         .args(["record", "--quiet", "--lock", "reuse.lock", "-o"])
         .arg(&report)
-        .args(["--", "sh", "-c", &script])
+        .arg("--")
+        .args(traced(dir.path(), &gone, &done))
         .spawn()
         .unwrap();
-    let recycled: u32 = wait_for_file(&mut tracer, &child_pid, "traced child never ran", |t| {
-        !t.is_empty()
+    let recycled: u32 = wait_for_file(&mut tracer, &gone, "traced tree never ran", |t| {
+        t.ends_with('\n')
     })
     .trim()
     .parse()
     .unwrap();
-    // Hand the exited child's PID to an untraced process that takes the lock. Other processes may
-    // grab the PID first, so try a few times; every attempt is an outsider either way.
+    // Other processes may grab the ID first, so try a few times; every attempt is an outsider.
     let mut reused = false;
     for _ in 0..50 {
         std::fs::write(ns_last_pid, (recycled - 1).to_string()).unwrap();
         let outsider = Command::new(lockload())
             .args(["hold", "--path", lock.to_str().unwrap(), "--hold", "1ms"])
+            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         reused = outsider.id() == recycled;
@@ -631,7 +626,10 @@ fn a_recycled_pid_of_an_exited_child_is_not_followed() {
     }
     std::fs::write(&done, b"").unwrap();
     assert!(tracer.wait().unwrap().success());
-    assert!(reused, "could not hand pid {recycled} to the outsider");
+    assert!(
+        reused,
+        "{what}: could not hand id {recycled} to the outsider"
+    );
     let report = Report::read(&report).unwrap();
     let counted: u64 = report
         .locks
@@ -641,8 +639,53 @@ fn a_recycled_pid_of_an_exited_child_is_not_followed() {
         .sum();
     assert_eq!(
         counted, 0,
-        "a process that only reused an exited child's pid was traced"
+        "{what}: a process that only reused the id was traced"
     );
+}
+
+/// The shell loop that keeps the traced tree alive until the test is done.
+fn wait_until(done: &Path) -> String {
+    format!("while [ ! -e {} ]; do sleep 0.05; done", done.display())
+}
+
+#[test]
+fn a_recycled_pid_of_an_exited_child_is_not_followed() {
+    assert_gone_id_is_not_followed("exited child", |_, gone, done| {
+        // A child that exits at once; its PID is written once the shell has reaped it.
+        let script = format!(
+            "sh -c 'exit 0' & pid=$!; wait; echo $pid > {}; {}",
+            gone.display(),
+            wait_until(done)
+        );
+        vec!["sh".into(), "-c".into(), script]
+    });
+}
+
+#[test]
+fn the_id_of_a_thread_that_called_exec_is_not_followed() {
+    assert_gone_id_is_not_followed("thread that called exec", |dir, gone, done| {
+        // lockload writes the exec'ing thread's ID; the exec'd shell publishes it once it runs, when
+        // the kernel has already freed that ID.
+        let tid = dir.join("tid");
+        let script = format!(
+            "cat {} > {}.tmp; echo >> {}.tmp; mv {}.tmp {}; {}",
+            tid.display(),
+            gone.display(),
+            gone.display(),
+            gone.display(),
+            gone.display(),
+            wait_until(done)
+        );
+        vec![
+            lockload().display().to_string(),
+            "thread-exec".into(),
+            "--tid-file".into(),
+            tid.display().to_string(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ]
+    });
 }
 
 /// A loop-mounted btrfs with a subvolume mounted on its own; unmounted and detached on drop.

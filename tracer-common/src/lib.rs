@@ -143,6 +143,8 @@ pub struct Offsets {
     pub task_signal: u64,
     /// `signal_struct.live`: threads of the group not yet exiting.
     pub signal_live: u64,
+    /// `sched:sched_process_exec` `old_pid`.
+    pub exec_old_pid: u64,
 }
 
 /// Tracing configuration, written once into the program's `.rodata` before load.
@@ -184,5 +186,5 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 8 + COMM_LEN + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 16 + 20 * 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16 + 21 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());

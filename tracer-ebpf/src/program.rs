@@ -6,8 +6,8 @@
 //!   `close()` of any fd of a POSIX-locked file (`locks_remove_posix`), for the last close of an
 //!   OFD-locked file, and when an exiting process closes its files, so one hook sees every release at the
 //!   moment it happens, keyed by the same owner the acquire used.
-//! - `sched:sched_process_fork` / `sched_process_exit`: extend the pid filter to children and forget
-//!   processes that are gone, so a recycled PID is not traced.
+//! - `sched:sched_process_{fork,exit,exec}`: extend the pid filter to children and forget thread and
+//!   process IDs that are gone, so a recycled PID is not traced.
 //!
 //! Struct and tracepoint field offsets come from userspace (`CONFIG`), read from the running kernel.
 
@@ -53,6 +53,7 @@ static CONFIG: Config = Config {
         fork_child_pid: 0,
         task_signal: 0,
         signal_live: 0,
+        exec_old_pid: 0,
     },
 };
 
@@ -498,6 +499,23 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     } == Some(0);
     if group_dead {
         let _ = PIDS.remove(&tgid);
+    }
+    OK
+}
+
+/// A thread other than the leader that calls exec takes over the leader's PID: the ID it had is gone
+/// without a thread exit, so it is forgotten here.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if cfg.flags & filter::BY_PID == 0 {
+        return SKIP;
+    }
+    let Ok(old) = (unsafe { ctx.read_at::<u32>(cfg.offsets.exec_old_pid as usize) }) else {
+        return SKIP;
+    };
+    if old != (bpf_get_current_pid_tgid() >> 32) as u32 {
+        let _ = PIDS.remove(&old);
     }
     OK
 }

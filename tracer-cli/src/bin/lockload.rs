@@ -44,6 +44,15 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         count: u64,
     },
+    /// Exec COMMAND from a second thread after writing that thread's ID to --tid-file: the kernel
+    /// hands the thread the process's PID and frees the ID it had (what a Go program like podman
+    /// can do).
+    ThreadExec {
+        #[arg(long)]
+        tid_file: PathBuf,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run a contention scenario of `hold` processes and write their timings to --truth.
     Scenario {
         #[arg(long)]
@@ -109,7 +118,26 @@ fn main() -> Result<()> {
         Cmd::Scenario { path, truth, holds } => scenario(&path, &truth, &holds),
         Cmd::ExitHold { path, hold } => exit_hold(&path, hold),
         Cmd::Loop { path, count } => lock_loop(&path, count),
+        Cmd::ThreadExec { tid_file, command } => thread_exec(tid_file, &command),
     }
+}
+
+fn thread_exec(tid_file: PathBuf, command: &[String]) -> Result<()> {
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()?;
+    let program = command[0].clone();
+    std::thread::spawn(move || -> Result<()> {
+        std::fs::write(&tid_file, unsafe { libc::gettid() }.to_string())
+            .with_context(|| format!("writing {}", tid_file.display()))?;
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+        bail!("exec {program}: {}", std::io::Error::last_os_error())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("exec thread panicked"))?
 }
 
 fn setlk(fd: i32, cmd: i32, l_type: i16) -> std::io::Result<()> {
