@@ -274,7 +274,7 @@ pub fn ensure(
         images,
     };
     let text = serde_json::to_vec_pretty(&set).expect("GenSet serializes");
-    crate::fsutil::write_atomic(&stamp, &text).map_err(io_err(&stamp))?;
+    locktrace_report::write_atomic(&stamp, &text).map_err(io_err(&stamp))?;
     Ok((set, false))
 }
 

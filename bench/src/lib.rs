@@ -4,6 +4,5 @@
 //! OCI image generator, byte-size parsing and the atomic file write both of them use.
 //! Orchestration lives in the binary.
 
-pub mod fsutil;
 pub mod imagegen;
 pub mod size;

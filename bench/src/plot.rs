@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
-use lockbench::fsutil::write_atomic;
+use locktrace_report::write_atomic;
 use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -8,8 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use lockbench::fsutil::write_atomic;
 use lockbench::imagegen::{self, GenSet, GenSpec, ImageInfo};
+use locktrace_report::write_atomic;
 use locktrace_report::{Metric, Mode, Report, human_duration};
 use serde::Serialize;
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use lockbench::fsutil::write_atomic;
+use locktrace_report::write_atomic;
 use locktrace_report::{Histogram, Metric, Mode, Report, human_duration};
 use serde::{Deserialize, Serialize};
 use store_core::ExtractMode;

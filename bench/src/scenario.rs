@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use lockbench::fsutil::write_atomic;
 use lockbench::imagegen::{self, Compression, GenSet, GenSpec, ImageSpec};
 use lockbench::size::ByteSize;
+use locktrace_report::write_atomic;
 use locktrace_report::{Actor, LockKey, Metric, Mode, Recorder, ReportMeta, Source};
 use serde::{Deserialize, Serialize};
 use store_core::{EventKind, ExtractMode, Store, StoreOptions, monotonic_ns};

@@ -10,6 +10,7 @@ mod histogram;
 pub mod markup;
 pub mod merge;
 mod model;
+mod output;
 mod pattern;
 pub mod plot;
 mod recorder;
@@ -21,6 +22,7 @@ pub use model::{
     Actor, ActorStat, Drops, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Source, Statistic, Summary, TOP_ACTORS, TryCounts, TryOutcome,
 };
+pub use output::write_atomic;
 pub use pattern::glob_match;
 pub use recorder::Recorder;
 pub use render::{human_duration, render_text};

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use hdrhistogram::Histogram;
@@ -500,28 +499,9 @@ impl Report {
 
     /// Writes the report atomically: a crash or a concurrent reader never sees half a file.
     pub fn write(&self, path: &Path) -> Result<(), ReportError> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| ReportError::Invalid(format!("{}: not a file path", path.display())))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(self.to_json().as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        result.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            ReportError::io(path, e)
-        })
+        let mut json = self.to_json();
+        json.push('\n');
+        crate::output::write_atomic(path, json.as_bytes()).map_err(|e| ReportError::io(path, e))
     }
 
     /// Locks whose name or path matches the glob `pattern`.
