@@ -48,11 +48,12 @@ pub enum BenchMode {
 }
 
 impl BenchMode {
-    /// Isolated stores have nobody to contend with, so they use the cheapest path: locked.
+    /// Isolated stores extract the staged way, so that isolated differs from staged only in not
+    /// sharing a store (same extraction thread and priority, same commit).
     pub fn extract_mode(self) -> ExtractMode {
         match self {
-            BenchMode::Locked | BenchMode::Isolated => ExtractMode::Locked,
-            BenchMode::Staged => ExtractMode::Staged,
+            BenchMode::Locked => ExtractMode::Locked,
+            BenchMode::Staged | BenchMode::Isolated => ExtractMode::Staged,
         }
     }
 }
