@@ -762,18 +762,13 @@ fn collect(workers: &[Running], t0: u64, rep: usize, mut failures: Vec<String>) 
                     let (lock, write, metric) = match &event.kind {
                         EventKind::LockWait { lock, write } => (lock, *write, Metric::Wait),
                         EventKind::LockHold { lock, write } => (lock, *write, Metric::Hold),
-                        EventKind::Extract => {
-                            phases
-                                .entry(Phase::Extract)
-                                .or_default()
-                                .push(event.duration_ns);
-                            continue;
-                        }
-                        EventKind::Commit => {
-                            phases
-                                .entry(Phase::Commit)
-                                .or_default()
-                                .push(event.duration_ns);
+                        EventKind::Extract | EventKind::Commit => {
+                            let phase = if matches!(event.kind, EventKind::Extract) {
+                                Phase::Extract
+                            } else {
+                                Phase::Commit
+                            };
+                            phases.entry(phase).or_default().push(event.duration_ns);
                             continue;
                         }
                     };

@@ -19,7 +19,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 fn tiny_run(out: &Path, modes: &str) -> Output {
-    tiny_run_with(out, modes, &[])
+    tiny_run_with(out, modes, &["--trace", "off"])
 }
 
 fn tiny_run_with(out: &Path, modes: &str, extra: &[&str]) -> Output {
@@ -35,8 +35,6 @@ fn tiny_run_with(out: &Path, modes: &str, extra: &[&str]) -> Output {
         "1M",
         "--layers",
         "2",
-        "--trace",
-        "off",
         "--quiet",
         "--out",
         out.to_str().unwrap(),
@@ -122,7 +120,11 @@ fn tiny_run_writes_table_report_and_html() {
 fn store_tuning_reaches_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let result = tiny_run_with(&out, "staged", &["--durable", "--extract-nice", "3"]);
+    let result = tiny_run_with(
+        &out,
+        "staged",
+        &["--trace", "off", "--durable", "--extract-nice", "3"],
+    );
     assert!(result.status.success(), "{}", text(&result).1);
     let report = report(&out);
     assert_eq!(report["params"]["durable"], true);
@@ -475,24 +477,7 @@ fn trace_on_adds_kernel_figures_that_agree_with_the_store() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let result = lockbench(&[
-        "run",
-        "--pulls",
-        "2",
-        "--readers",
-        "1",
-        "--modes",
-        "locked",
-        "--image-size",
-        "1M",
-        "--layers",
-        "2",
-        "--trace",
-        "on",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let result = tiny_run_with(&out, "locked", &["--trace", "on"]);
     let (stdout, stderr) = text(&result);
     assert!(result.status.success(), "{stderr}");
     assert!(stdout.contains("kernel"), "no kernel rows:\n{stdout}");

@@ -21,6 +21,15 @@ pub struct Diagnosis {
     pub mode: Option<AttachMode>,
 }
 
+/// A check from a trial load-and-attach: its error, or `worked` when it worked.
+fn trial(name: &'static str, result: Result<(), String>, worked: &str) -> Check {
+    Check {
+        name,
+        ok: result.is_ok(),
+        detail: result.err().unwrap_or_else(|| worked.to_owned()),
+    }
+}
+
 pub fn diagnose() -> Diagnosis {
     let mut checks = Vec::new();
     let mut check = |name, ok, detail: String| checks.push(Check { name, ok, detail });
@@ -109,39 +118,27 @@ pub fn diagnose() -> Diagnosis {
                 return Diagnosis { checks, mode };
             }
         };
-        let tp_btf = attach::probe_tp_btf(&mut ebpf);
-        checks.push(Check {
-            name: "tp_btf",
-            ok: tp_btf.is_ok(),
-            detail: tp_btf.err().unwrap_or_else(|| {
-                "BTF raw tracepoint loaded and attached (not needed by record)".into()
-            }),
-        });
+        checks.push(trial(
+            "tp_btf",
+            attach::probe_tp_btf(&mut ebpf),
+            "BTF raw tracepoint loaded and attached (not needed by record)",
+        ));
         for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
             let result = attach::attach_lock_calls(&mut ebpf, candidate);
-            let ok = result.is_ok();
-            if ok && mode.is_none() {
+            if result.is_ok() && mode.is_none() {
                 mode = Some(candidate);
             }
-            checks.push(Check {
-                name: match candidate {
-                    AttachMode::Fentry => "fentry",
-                    AttachMode::Tracepoint => "tracepoints",
-                },
-                ok,
-                detail: result
-                    .err()
-                    .unwrap_or_else(|| "loaded and attached (trial)".into()),
-            });
+            let name = match candidate {
+                AttachMode::Fentry => "fentry",
+                AttachMode::Tracepoint => "tracepoints",
+            };
+            checks.push(trial(name, result, "loaded and attached (trial)"));
         }
-        let pid_hooks = attach::attach_pid_hooks(&mut ebpf);
-        checks.push(Check {
-            name: "pid hooks",
-            ok: pid_hooks.is_ok(),
-            detail: pid_hooks.err().unwrap_or_else(|| {
-                "fork/exit/exec hooks loaded and attached (--pid, -- COMMAND)".into()
-            }),
-        });
+        checks.push(trial(
+            "pid hooks",
+            attach::attach_pid_hooks(&mut ebpf),
+            "fork/exit/exec hooks loaded and attached (--pid, -- COMMAND)",
+        ));
     }
     Diagnosis { checks, mode }
 }
