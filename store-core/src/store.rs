@@ -496,9 +496,7 @@ impl Store {
                     let worker = std::thread::Builder::new()
                         .name("extract".into())
                         .spawn_scoped(s, || {
-                            // Only ever lowers our own priority, which cannot be refused; and if a
-                            // sandbox refuses it anyway, extracting at normal priority is still correct.
-                            let _ = sys::lower_thread_priority(nice);
+                            sys::lower_thread_priority(nice);
                             archive::extract(stream, &diff, &opts)
                         })
                         .ctx(|| "starting the extraction thread")?;

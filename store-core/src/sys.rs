@@ -137,28 +137,12 @@ pub(crate) fn syncfs(fd: &OwnedFd) -> io::Result<()> {
     cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
 }
 
-/// Adds `increment` to the calling thread's nice value (Linux nice values are per thread; threads it
-/// starts later inherit it).
-pub(crate) fn lower_thread_priority(increment: u8) -> io::Result<()> {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() } as libc::id_t;
-    // getpriority may legitimately return -1, so errors are told apart by errno.
-    // SAFETY: errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = 0 };
-    // SAFETY: plain syscall on our own thread ID.
-    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
-    if current == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: plain syscall on our own thread ID.
-    cvt(unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            tid,
-            current.saturating_add(i32::from(increment)),
-        )
-    })
-    .map(drop)
+/// Adds `increment` to the calling thread's nice value (on Linux, `nice` acts on the calling thread and
+/// threads it starts later inherit the value). Best effort: the kernel never refuses lowering one's own
+/// priority, and where a sandbox does, running at normal priority is still correct.
+pub(crate) fn lower_thread_priority(increment: u8) {
+    // SAFETY: nice only changes this thread's scheduling priority.
+    unsafe { libc::nice(i32::from(increment)) };
 }
 
 /// Removes a directory tree, treating "already gone" as success.
