@@ -1,12 +1,13 @@
 //! Developer tasks. The README's two commands, `cargo xtask demo` and `cargo xtask test`, go
 //! through here so that a fresh machine needs nothing but rustup and cargo.
 
+mod podman;
 mod setup;
 mod vm;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
@@ -39,6 +40,13 @@ enum Task {
         /// Extra arguments for `lockbench run`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Build (once, cached under target/) a Debian sid rootfs with podman >= 5.8, the podman with
+    /// staged layer creation, for comparisons with the host's podman.
+    SetupPodman {
+        /// Rebuild it even if a complete one is cached (sid moves on).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Run the kernel tests in QEMU guests booting stock Debian kernels (fentry and tracepoints).
     VmTest {
@@ -94,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             status(&mut cmd)
         }
+        Task::SetupPodman { refresh } => podman::setup_podman(&target_dir()?, refresh),
         Task::VmTest { kernel } => vm::run(kernel),
     }
 }
@@ -110,6 +119,23 @@ fn kernel_tests_possible() -> Option<&'static str> {
         return Some("no /sys/kernel/tracing");
     }
     None
+}
+
+/// Cargo's target directory (honours CARGO_TARGET_DIR and the workspace's config).
+fn target_dir() -> Result<PathBuf> {
+    let out = cargo_cmd(&["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed ({})", out.status);
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
 }
 
 fn workspace_root() -> PathBuf {

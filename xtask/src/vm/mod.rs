@@ -16,8 +16,6 @@ mod verdict;
 
 use std::{
     fs,
-    path::PathBuf,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -43,7 +41,7 @@ pub fn run(choice: KernelChoice) -> Result<()> {
     let started = Instant::now();
     setup::setup()?;
     setup::apt_packages("vm-test", APT_PACKAGES)?;
-    let target = target_dir()?;
+    let target = crate::target_dir()?;
     let cache = target.join("vm-cache");
     let work = target.join("vm");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -91,20 +89,4 @@ pub fn run(choice: KernelChoice) -> Result<()> {
         bail!("vm-test failed on kernel(s) {}", failed.join(", "));
     }
     Ok(())
-}
-
-fn target_dir() -> Result<PathBuf> {
-    let out = crate::cargo_cmd(&["metadata", "--format-version", "1", "--no-deps"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo metadata")?;
-    if !out.status.success() {
-        bail!("cargo metadata failed ({})", out.status);
-    }
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
-    meta["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
 }
