@@ -1,6 +1,7 @@
 //! Developer tasks. The README's two commands, `cargo xtask demo` and `cargo xtask test`, go
 //! through here so that a fresh machine needs nothing but rustup and cargo.
 
+mod debian;
 mod podman;
 mod setup;
 mod vm;

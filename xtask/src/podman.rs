@@ -11,7 +11,7 @@ use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
 
-use crate::setup;
+use crate::{debian, setup};
 
 /// The first podman release with staged layer creation.
 const MIN_VERSION: (u32, u32) = (5, 8);
@@ -20,11 +20,6 @@ const APT_PACKAGES: &[(&str, &str)] = &[(
     "debootstrap",
     "builds the Debian sid rootfs that carries podman >= 5.8",
 )];
-/// Where the host's apt finds the Debian archive (deb822 first, then the one-line format).
-const APT_SOURCES: &[&str] = &[
-    "/etc/apt/sources.list.d/debian.sources",
-    "/etc/apt/sources.list",
-];
 
 /// Builds the rootfs under `target/podman-sid` unless a complete one is there (`refresh` rebuilds).
 pub fn setup_podman(target: &Path, refresh: bool) -> Result<()> {
@@ -41,7 +36,7 @@ pub fn setup_podman(target: &Path, refresh: bool) -> Result<()> {
         return Ok(());
     }
     setup::apt_packages("setup-podman", APT_PACKAGES)?;
-    let mirror = debian_mirror()?;
+    let mirror = debian::mirror()?;
     let staging = base.join("rootfs.new");
     remove_tree(&staging)?;
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
@@ -83,39 +78,6 @@ pub fn setup_podman(target: &Path, refresh: bool) -> Result<()> {
         dir.display()
     );
     Ok(())
-}
-
-/// The Debian archive the host's apt uses (never the security archive).
-fn debian_mirror() -> Result<String> {
-    for path in APT_SOURCES {
-        if let Ok(text) = fs::read_to_string(path)
-            && let Some(uri) = archive_uri(&text)
-        {
-            return Ok(uri);
-        }
-    }
-    bail!(
-        "no Debian archive found in {}; add one to apt's sources",
-        APT_SOURCES.join(" or ")
-    )
-}
-
-/// The first archive URI in a deb822 (`URIs:`) or one-line (`deb URI suite …`) sources file.
-fn archive_uri(sources: &str) -> Option<String> {
-    sources
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let uri = if let Some(rest) = line.strip_prefix("URIs:") {
-                rest.split_whitespace().next()
-            } else if let Some(rest) = line.strip_prefix("deb ") {
-                rest.split_whitespace().find(|w| !w.starts_with('['))
-            } else {
-                None
-            }?;
-            (uri.contains("://") && !uri.contains("security")).then(|| uri.to_owned())
-        })
 }
 
 /// A package's version as dpkg inside the rootfs has it.
@@ -180,22 +142,5 @@ mod tests {
         assert!(err.contains("older than 5.8"), "{err}");
         assert!(check_version("4.3.1+ds1-8+deb12u1").is_err());
         assert!(check_version("unknown").is_err());
-    }
-
-    #[test]
-    fn the_archive_uri_comes_from_either_sources_format() {
-        let deb822 = "Types: deb\n# a comment\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n\n\
-                      Types: deb\nURIs: http://mirror.invalid/debian-security\n";
-        assert_eq!(
-            archive_uri(deb822).as_deref(),
-            Some("http://mirror.invalid/debian")
-        );
-        let legacy = "deb http://mirror.invalid/debian-security bookworm-security main\n\
-                      deb [arch=amd64] http://mirror.invalid/debian bookworm main\n";
-        assert_eq!(
-            archive_uri(legacy).as_deref(),
-            Some("http://mirror.invalid/debian")
-        );
-        assert_eq!(archive_uri("# nothing\n"), None);
     }
 }

@@ -1,13 +1,14 @@
 //! `cargo xtask vm-test`: the kernel tests inside QEMU guests that boot stock Debian kernels.
 //!
 //! This project's CI hosts refuse BPF trampolines, so `cargo xtask test` only ever exercises the
-//! tracepoint attach mode there. Ordinary distro kernels allow fentry, so each pinned kernel below is
-//! booted with an initramfs holding static busybox, the host-built `locktrace`, `lockload` and the
-//! kernel test binary (with the shared libraries they link), and the very same tests run once with
-//! `record --attach fentry` and once with `--attach tracepoint`, with their accuracy tolerances
-//! unchanged (KVM where it works; otherwise software emulation with an instruction-counted clock,
-//! which keeps host scheduling out of the guest's timings). The guest reports on a second serial
-//! port; a hang, a panic or a missing result is a failure.
+//! tracepoint attach mode there. Ordinary distro kernels allow fentry, so each kernel (two pinned
+//! ones and Debian sid's newest, see `kernel.rs`) is booted with an initramfs holding static busybox,
+//! the host-built `locktrace`, `lockload` and the kernel test binary (with the shared libraries they
+//! link), and the very same tests run once with `record --attach fentry` and once with
+//! `--attach tracepoint`, with their accuracy tolerances unchanged (KVM where it works; otherwise
+//! software emulation with an instruction-counted clock, which keeps host scheduling out of the
+//! guest's timings). The guest reports on a second serial port; a hang, a panic or a missing result
+//! is a failure.
 
 mod guest;
 mod initramfs;
@@ -45,7 +46,7 @@ pub fn run(choice: KernelChoice) -> Result<()> {
     let cache = target.join("vm-cache");
     let work = target.join("vm");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let kernels = choice.kernels();
+    let kernels = choice.kernels(&cache)?;
     let images = kernels
         .iter()
         .map(|k| kernel::image(k, &cache))
