@@ -14,7 +14,7 @@ use tracer_common::{Config, Event, InodeKey, NAME_LEN, PathRecord, counter};
 
 use crate::{
     Error,
-    attach::{self, AttachMode, AttachRequest},
+    attach::{self, AttachMode, AttachRequest, Skipped},
     filter::Filter,
     kernel,
 };
@@ -46,11 +46,39 @@ pub struct Tracer {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub mode: AttachMode,
     /// Why preferred attach modes were not used (empty when the first one worked).
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why the eBPF object could not be loaded (its maps created), before any program is.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// EPERM or EACCES creating a map: missing privileges, or the locked-memory limit that kernels
+    /// before 5.11 charge maps to.
+    #[error("loading the eBPF object: the kernel refused to create map {map}: {errno}")]
+    MapRefused { map: String, errno: std::io::Error },
+    #[error("loading the eBPF object: {}", attach::one_line(.0))]
+    Object(aya::EbpfError),
+}
+
+impl From<aya::EbpfError> for LoadError {
+    fn from(error: aya::EbpfError) -> Self {
+        match error {
+            aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
+                if matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
+            {
+                LoadError::MapRefused {
+                    map: name,
+                    errno: io_error,
+                }
+            }
+            error => LoadError::Object(error),
+        }
+    }
 }
 
 /// Whether this process may load tracing programs.
 pub fn privileged() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
@@ -129,6 +157,8 @@ impl Tracer {
             revents: 0,
         }];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: fds is one valid pollfd, matching the count of 1, alive for the call. A failed
+        // or interrupted poll only means the drain below finds what is there.
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
         let mut n = 0;
         while let Some(item) = self.events.next() {
@@ -175,7 +205,7 @@ impl Tracer {
 }
 
 /// Loads the object (creating its maps, the ring buffer among them) without attaching anything.
-pub fn load(config: &Config) -> Result<Ebpf, Error> {
+pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
     Ok(EbpfLoader::new()
         .override_global("CONFIG", config, true)
         .load(OBJECT)?)

@@ -283,7 +283,9 @@ fn lock_enter(cfg: &Config, fd: i32, cmd: u32, file: u64, l_type: u32) -> Outcom
         // An unlock only needs to mark the thread as inside one, so the release it causes is
         // labelled as such; the release event carries the rest. No file walk, no event of its own.
         ev.lock_type = F_UNLCK;
-        return PENDING.insert(&pid_tgid, &*ev, 0).map_err(|_| Miss::MapFull);
+        return PENDING
+            .insert(&pid_tgid, &*ev, 0)
+            .map_err(|_| Miss::MapFull);
     }
     describe_file(cfg, file, ev)?;
     let owner = if is_ofd(cmd) {
@@ -307,7 +309,9 @@ fn lock_enter(cfg: &Config, fd: i32, cmd: u32, file: u64, l_type: u32) -> Outcom
     ev.cmd = cmd;
     ev.lock_type = l_type;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    PENDING.insert(&pid_tgid, &*ev, 0).map_err(|_| Miss::MapFull)
+    PENDING
+        .insert(&pid_tgid, &*ev, 0)
+        .map_err(|_| Miss::MapFull)
 }
 
 /// Common exit half: emits the lock event and records a successful acquisition as held.
@@ -364,7 +368,10 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     require(is_lock_cmd(cmd))?;
     // Untraced processes stop here, before the user read and the fd-table walk.
     let cfg = config();
-    require(process_wanted(&cfg, (bpf_get_current_pid_tgid() >> 32) as u32))?;
+    require(process_wanted(
+        &cfg,
+        (bpf_get_current_pid_tgid() >> 32) as u32,
+    ))?;
     let fd = tp_field::<u64>(ctx, 16).unwrap_or(u64::MAX) as u32;
     let arg = tp_field::<u64>(ctx, 32).unwrap_or(0);
     // struct flock starts with `short l_type` on every Linux ABI.
@@ -434,8 +441,7 @@ fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
     // Only locks seen being taken are released.
     HELD.remove(&key).map_err(|_| Miss::Ignored)?;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let exiting =
-        read_at::<u32>(current_task(), o.task_flags).is_some_and(|f| f & PF_EXITING != 0);
+    let exiting = read_at::<u32>(current_task(), o.task_flags).is_some_and(|f| f & PF_EXITING != 0);
     // An explicit unlock arrives inside our own pending fcntl call; anything else is a close.
     let release = if exiting {
         kind::RELEASE_EXIT
