@@ -109,25 +109,24 @@ impl AttachError {
 
     /// Sorts what aya reports by what the kernel said: its errno, and the verifier log if any.
     fn from_program(step: Step, program: &'static str, error: ProgramError) -> Self {
-        let refusal = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES));
         match error {
             ProgramError::LoadError {
                 io_error,
                 verifier_log,
             } => {
                 let log = verifier_log.to_string();
-                match verifier_reason(&log) {
-                    Some(reason) => AttachError::Rejected {
+                match Verdict::of(&io_error, &log) {
+                    Verdict::Rejected(reason) => AttachError::Rejected {
                         program,
                         errno: io_error,
                         reason: reason.to_owned(),
                     },
-                    None if refusal(&io_error) => AttachError::Refused {
+                    Verdict::Refused => AttachError::Refused {
                         step,
                         program,
                         errno: io_error,
                     },
-                    None => AttachError::Failed {
+                    Verdict::Failed => AttachError::Failed {
                         step,
                         program,
                         error: ProgramError::LoadError {
@@ -139,7 +138,7 @@ impl AttachError {
             }
             ProgramError::SyscallError(SyscallError { io_error, .. })
             | ProgramError::IOError(io_error)
-                if refusal(&io_error) =>
+                if Verdict::of(&io_error, "") == Verdict::Refused =>
             {
                 AttachError::Refused {
                     step,
@@ -152,6 +151,28 @@ impl AttachError {
                 program,
                 error,
             },
+        }
+    }
+}
+
+/// What the kernel's answer to a load or attach means.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict<'a> {
+    /// The verifier read the program and said why not (the line given).
+    Rejected(&'a str),
+    /// EPERM or EACCES with nothing from the verifier: a policy refused it.
+    Refused,
+    Failed,
+}
+
+impl<'a> Verdict<'a> {
+    fn of(errno: &io::Error, verifier_log: &'a str) -> Self {
+        match verifier_reason(verifier_log) {
+            Some(reason) => Verdict::Rejected(reason),
+            None if matches!(errno.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                Verdict::Refused
+            }
+            None => Verdict::Failed,
         }
     }
 }
@@ -311,4 +332,61 @@ pub(crate) fn one_line(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     line.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn eperm_or_eacces_without_a_verifier_log_is_a_refusal() {
+        assert_eq!(Verdict::of(&errno(libc::EPERM), ""), Verdict::Refused);
+        assert_eq!(Verdict::of(&errno(libc::EACCES), "\n"), Verdict::Refused);
+        assert_eq!(Verdict::of(&errno(libc::EINVAL), ""), Verdict::Failed);
+    }
+
+    #[test]
+    fn a_verifier_log_names_the_rejection_whatever_the_errno() {
+        let log = "0: R1=ctx() R10=fp0\n1: (79) r2 = *(u64 *)(r1 +0)\n\
+                   R1 invalid mem access 'scalar'\n\
+                   processed 12 insns (limit 1000000) max_states_per_insn 0\n";
+        let want = Verdict::Rejected("R1 invalid mem access 'scalar'");
+        assert_eq!(Verdict::of(&errno(libc::EACCES), log), want);
+        assert_eq!(Verdict::of(&errno(libc::EPERM), log), want);
+    }
+
+    #[test]
+    fn a_refused_attach_syscall_is_told_apart_from_other_failures() {
+        let syscall = |code| {
+            ProgramError::SyscallError(SyscallError {
+                call: "bpf_link_create",
+                io_error: errno(code),
+            })
+        };
+        let refused =
+            AttachError::from_program(Step::Attach, "fcntl_setlk_entry", syscall(libc::EPERM));
+        assert!(matches!(
+            refused,
+            AttachError::Refused {
+                step: Step::Attach,
+                ..
+            }
+        ));
+        assert!(
+            refused
+                .to_string()
+                .contains("refused to attach fcntl_setlk_entry"),
+            "{refused}"
+        );
+        let failed =
+            AttachError::from_program(Step::Attach, "fcntl_setlk_entry", syscall(libc::ENOENT));
+        assert!(matches!(failed, AttachError::Failed { .. }), "{failed}");
+        assert!(!failed.to_string().contains('\n'), "one line: {failed}");
+        assert!(failed.is_kernel_side());
+        assert!(!AttachError::ProgramMissing("x").is_kernel_side());
+    }
 }

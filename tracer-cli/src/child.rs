@@ -126,3 +126,41 @@ fn runnable(program: &str) -> bool {
         std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_command_waits_for_release_and_its_exit_code_comes_back() {
+        let mut child = HeldChild::spawn("sh", &args(&["-c", "exit 3"])).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(child.try_wait(false).unwrap(), None, "held before exec");
+        child.release().unwrap();
+        assert_eq!(child.try_wait(true).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn a_killed_command_exits_with_128_plus_the_signal() {
+        let mut child = HeldChild::spawn("sleep", &args(&["10"])).unwrap();
+        child.kill(libc::SIGKILL);
+        assert_eq!(child.try_wait(true).unwrap(), Some(128 + libc::SIGKILL));
+    }
+
+    #[test]
+    fn unrunnable_commands_are_refused_before_forking() {
+        let err = HeldChild::spawn("locktrace-no-such-program", &[])
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "cannot run locktrace-no-such-program: no such executable"
+        );
+        let err = HeldChild::spawn("sh", &args(&["a\0b"])).err().unwrap();
+        assert!(matches!(err, ChildError::NulInArgument(_)), "{err}");
+    }
+}

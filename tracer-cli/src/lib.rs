@@ -5,7 +5,8 @@
 //! its events into waits and holds for a [`locktrace_report::Recorder`].
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
-//! `tracer` ← `ledger`, `doctor` ← `session`; `child` (the held command) stands alone.
+//! `tracer` ← `ledger`, `doctor` ← `session`; `child` (the held command) and `reports` (saved
+//! reports, for the commands that need no tracing) stand alone.
 
 pub mod attach;
 pub mod child;
@@ -13,6 +14,7 @@ pub mod doctor;
 pub mod filter;
 pub mod kernel;
 pub mod ledger;
+pub mod reports;
 pub mod session;
 pub mod tracer;
 

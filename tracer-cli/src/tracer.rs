@@ -162,16 +162,13 @@ impl Tracer {
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
         let mut n = 0;
         while let Some(item) = self.events.next() {
-            // SAFETY: the kernel wrote a whole record of the repr(C) type its size names;
-            // read_unaligned because ring-buffer records are only 8-byte aligned by contract.
-            let record = match item.len() {
-                len if len == size_of::<Event>() => {
-                    Record::Lock(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
-                }
-                len if len == size_of::<PathRecord>() => Record::Path(Box::new(unsafe {
-                    std::ptr::read_unaligned(item.as_ptr().cast::<PathRecord>())
-                })),
-                _ => continue,
+            // The kernel side sends two record types of different sizes.
+            let record = if let Some(ev) = record_as::<Event>(&item) {
+                Record::Lock(ev)
+            } else if let Some(path) = record_as::<PathRecord>(&item) {
+                Record::Path(Box::new(path))
+            } else {
+                continue;
             };
             sink(record);
             n += 1;
@@ -202,6 +199,15 @@ impl Tracer {
             read_failed: sum(counter::READ_FAILED)?,
         })
     }
+}
+
+/// A ring-buffer record as a `T`, when its length is `T`'s.
+fn record_as<T: aya::Pod>(item: &[u8]) -> Option<T> {
+    (item.len() == size_of::<T>()).then(|| {
+        // SAFETY: item holds size_of::<T>() bytes and T: Pod accepts any bytes; read_unaligned
+        // because ring-buffer records are only 8-byte aligned by contract.
+        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) }
+    })
 }
 
 /// Loads the object (creating its maps, the ring buffer among them) without attaching anything.
