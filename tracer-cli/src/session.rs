@@ -72,6 +72,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 /// Runs a recording; returns the exit code to leave with (the command's, when there is one).
+/// Installs SIGINT and SIGTERM handlers for the process: the first stops the recording.
 pub fn run(mut opts: Options) -> Result<i32, SessionError> {
     let mut child = match opts.command.split_first() {
         Some((program, args)) => {
@@ -97,20 +98,7 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     if !opts.quiet {
-        eprintln!(
-            "locktrace: tracing with {} hooks{}{}; Ctrl-C to stop",
-            tracer.mode,
-            if tracer.skipped.is_empty() {
-                String::new()
-            } else {
-                let skipped: Vec<String> = tracer.skipped.iter().map(ToString::to_string).collect();
-                format!(" ({})", skipped.join("; "))
-            },
-            match &opts.command[..] {
-                [] => String::new(),
-                cmd => format!(", following `{}`", cmd.join(" ")),
-            }
-        );
+        eprintln!("{}", banner(&tracer, &opts.command));
     }
     let started = Instant::now();
     if let Some(c) = &mut child {
@@ -147,18 +135,7 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
                 exit_code = code;
                 break;
             }
-            // The command shares our process group, so Ctrl-C already reached it: forwarding it
-            // again would look like a second, forcing Ctrl-C to tools like podman. A SIGTERM sent
-            // to locktrace alone is passed on; a second signal of any kind stops the command.
-            let signals = SIGNALS.load(Ordering::SeqCst);
-            if signals > forwarded {
-                if signals >= 2 {
-                    c.kill(libc::SIGKILL);
-                } else if TERMS.load(Ordering::SeqCst) > 0 {
-                    c.kill(libc::SIGTERM);
-                }
-                forwarded = signals;
-            }
+            forward_signals(c, &mut forwarded);
         } else if SIGNALS.load(Ordering::SeqCst) > 0 {
             break;
         }
@@ -191,6 +168,40 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
     }
     Ok(exit_code)
+}
+
+/// The line that says tracing has begun (tools wait for it), with the hooks used and why preferred
+/// ones were not.
+fn banner(tracer: &Tracer, command: &[String]) -> String {
+    let skipped = if tracer.skipped.is_empty() {
+        String::new()
+    } else {
+        let why: Vec<String> = tracer.skipped.iter().map(ToString::to_string).collect();
+        format!(" ({})", why.join("; "))
+    };
+    let following = match command {
+        [] => String::new(),
+        cmd => format!(", following `{}`", cmd.join(" ")),
+    };
+    format!(
+        "locktrace: tracing with {} hooks{skipped}{following}; Ctrl-C to stop",
+        tracer.mode
+    )
+}
+
+/// The command shares our process group, so Ctrl-C already reached it: forwarding it again would
+/// look like a second, forcing Ctrl-C to tools like podman. A SIGTERM sent to locktrace alone is
+/// passed on; a second signal of any kind stops the command. `forwarded` counts signals handled.
+fn forward_signals(child: &mut HeldChild, forwarded: &mut usize) {
+    let signals = SIGNALS.load(Ordering::SeqCst);
+    if signals > *forwarded {
+        if signals >= 2 {
+            child.kill(libc::SIGKILL);
+        } else if TERMS.load(Ordering::SeqCst) > 0 {
+            child.kill(libc::SIGTERM);
+        }
+        *forwarded = signals;
+    }
 }
 
 fn meta(
