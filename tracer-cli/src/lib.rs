@@ -34,8 +34,13 @@ pub enum Error {
     },
     #[error("no attach mode is available here: {}", join(.0))]
     NoAttachMode(Vec<attach::Skipped>),
-    #[error("eBPF map {0}: {1}")]
-    Map(&'static str, String),
+    #[error("eBPF map {0}: missing")]
+    MapMissing(&'static str),
+    #[error("eBPF map {map}: {}", attach::one_line(.error))]
+    Map {
+        map: &'static str,
+        error: aya::maps::MapError,
+    },
     #[error("{0}: {1}")]
     Filter(String, String),
 }

@@ -108,17 +108,19 @@ impl Tracer {
         {
             let mut names: HashMap<_, [u8; NAME_LEN], u8> = map(&mut ebpf, "NAMES")?;
             for name in &compiled.names {
-                names
-                    .insert(name, 1, 0)
-                    .map_err(|e| Error::Map("NAMES", e.to_string()))?;
+                names.insert(name, 1, 0).map_err(|error| Error::Map {
+                    map: "NAMES",
+                    error,
+                })?;
             }
         }
         {
             let mut inodes: HashMap<_, InodeKey, u8> = map(&mut ebpf, "INODES")?;
             for key in &compiled.inodes {
-                inodes
-                    .insert(key, 1, 0)
-                    .map_err(|e| Error::Map("INODES", e.to_string()))?;
+                inodes.insert(key, 1, 0).map_err(|error| Error::Map {
+                    map: "INODES",
+                    error,
+                })?;
             }
         }
         let (mode, skipped) = attach::attach(&mut ebpf, request, !compiled.pids.is_empty())?;
@@ -126,9 +128,12 @@ impl Tracer {
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let events = RingBuf::try_from(
             ebpf.take_map("EVENTS")
-                .ok_or_else(|| Error::Map("EVENTS", "missing".into()))?,
+                .ok_or_else(|| Error::MapMissing("EVENTS"))?,
         )
-        .map_err(|e| Error::Map("EVENTS", e.to_string()))?;
+        .map_err(|error| Error::Map {
+            map: "EVENTS",
+            error,
+        })?;
         let mut tracer = Tracer {
             ebpf,
             events,
@@ -146,7 +151,7 @@ impl Tracer {
     pub fn follow(&mut self, pid: u32) -> Result<(), Error> {
         let mut pids: HashMap<_, u32, u8> = map(&mut self.ebpf, "PIDS")?;
         pids.insert(pid, 1, 0)
-            .map_err(|e| Error::Map("PIDS", e.to_string()))
+            .map_err(|error| Error::Map { map: "PIDS", error })
     }
 
     /// Waits up to `timeout` for events and passes each to `sink`. Returns how many it passed.
@@ -183,13 +188,19 @@ impl Tracer {
         let map_ref = self
             .ebpf
             .map("COUNTERS")
-            .ok_or_else(|| Error::Map("COUNTERS", "missing".into()))?;
+            .ok_or_else(|| Error::MapMissing("COUNTERS"))?;
         let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map_ref).map_err(|e| Error::Map("COUNTERS", e.to_string()))?;
+            PerCpuArray::try_from(map_ref).map_err(|error| Error::Map {
+                map: "COUNTERS",
+                error,
+            })?;
         let sum = |i: u32| -> Result<u64, Error> {
             Ok(array
                 .get(&i, 0)
-                .map_err(|e| Error::Map("COUNTERS", e.to_string()))?
+                .map_err(|error| Error::Map {
+                    map: "COUNTERS",
+                    error,
+                })?
                 .iter()
                 .sum())
         };
@@ -221,8 +232,6 @@ fn map<'a, K: aya::Pod, V: aya::Pod>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>, Error> {
-    let m = ebpf
-        .map_mut(name)
-        .ok_or_else(|| Error::Map(name, "missing".into()))?;
-    HashMap::try_from(m).map_err(|e| Error::Map(name, e.to_string()))
+    let m = ebpf.map_mut(name).ok_or_else(|| Error::MapMissing(name))?;
+    HashMap::try_from(m).map_err(|error| Error::Map { map: name, error })
 }
