@@ -5,11 +5,12 @@
 //! as on this project's CI machines) the syscall tracepoints do the same job. Releases always come
 //! from the `filelock:posix_lock_inode` tracepoint.
 
-use std::fmt;
+use std::{fmt, io};
 
 use aya::{
-    Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit, TracePoint},
+    Btf, BtfError, Ebpf,
+    programs::{BtfTracePoint, FEntry, FExit, Program, ProgramError, TracePoint},
+    sys::SyscallError,
 };
 
 use crate::{Error, kernel};
@@ -39,13 +40,172 @@ pub enum AttachRequest {
     Tracepoint,
 }
 
+/// The step of putting a program into the kernel that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Load,
+    Attach,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Load => "load",
+            Step::Attach => "attach",
+        })
+    }
+}
+
+/// Why a hook cannot be used here. Each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The embedded object lacks a program: a build mismatch, not the kernel's doing.
+    #[error("program {0} missing from the eBPF object")]
+    ProgramMissing(&'static str),
+    /// The embedded object's program has another type than the hook needs (also a build mismatch).
+    #[error("program {0} in the eBPF object is not of the expected type")]
+    ProgramType(&'static str),
+    #[error("no kernel BTF: {0}")]
+    NoBtf(BtfError),
+    #[error("this kernel has no tracepoint {category}:{name}")]
+    NoTracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    /// EPERM or EACCES without a verifier complaint: what a restricted BPF trampoline or ftrace
+    /// looks like.
+    #[error(
+        "the kernel refused to {step} {program}: {errno} (BPF trampolines or ftrace restricted here)"
+    )]
+    Refused {
+        step: Step,
+        program: &'static str,
+        errno: io::Error,
+    },
+    /// The verifier read the program and turned it down; `reason` is the line of its log that says why.
+    #[error("the verifier rejected {program}: {reason} ({errno})")]
+    Rejected {
+        program: &'static str,
+        errno: io::Error,
+        reason: String,
+    },
+    #[error("cannot {step} {program}: {}", one_line(.error))]
+    Failed {
+        step: Step,
+        program: &'static str,
+        error: ProgramError,
+    },
+}
+
+impl AttachError {
+    /// Whether the kernel is the reason (another attach mode may work), rather than an object
+    /// that does not match this build.
+    pub fn is_kernel_side(&self) -> bool {
+        !matches!(
+            self,
+            AttachError::ProgramMissing(_) | AttachError::ProgramType(_)
+        )
+    }
+
+    /// Sorts what aya reports by what the kernel said: its errno, and the verifier log if any.
+    fn from_program(step: Step, program: &'static str, error: ProgramError) -> Self {
+        match error {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                match Verdict::of(&io_error, &log) {
+                    Verdict::Rejected(reason) => AttachError::Rejected {
+                        program,
+                        errno: io_error,
+                        reason: reason.to_owned(),
+                    },
+                    Verdict::Refused => AttachError::Refused {
+                        step,
+                        program,
+                        errno: io_error,
+                    },
+                    Verdict::Failed => AttachError::Failed {
+                        step,
+                        program,
+                        error: ProgramError::LoadError {
+                            io_error,
+                            verifier_log,
+                        },
+                    },
+                }
+            }
+            ProgramError::SyscallError(SyscallError { io_error, .. })
+            | ProgramError::IOError(io_error)
+                if Verdict::of(&io_error, "") == Verdict::Refused =>
+            {
+                AttachError::Refused {
+                    step,
+                    program,
+                    errno: io_error,
+                }
+            }
+            error => AttachError::Failed {
+                step,
+                program,
+                error,
+            },
+        }
+    }
+}
+
+/// What the kernel's answer to a load or attach means.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict<'a> {
+    /// The verifier read the program and said why not (the line given).
+    Rejected(&'a str),
+    /// EPERM or EACCES with nothing from the verifier: a policy refused it.
+    Refused,
+    Failed,
+}
+
+impl<'a> Verdict<'a> {
+    fn of(errno: &io::Error, verifier_log: &'a str) -> Self {
+        match verifier_reason(verifier_log) {
+            Some(reason) => Verdict::Rejected(reason),
+            None if matches!(errno.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                Verdict::Refused
+            }
+            None => Verdict::Failed,
+        }
+    }
+}
+
+/// The verifier's own explanation: the last line of its log before the statistics it appends.
+fn verifier_reason(log: &str) -> Option<&str> {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("processed ") && !l.starts_with("verification time"))
+        .last()
+}
+
+/// A preferred attach mode that `--attach auto` skipped, and why.
+#[derive(Debug)]
+pub struct Skipped {
+    pub mode: AttachMode,
+    pub error: AttachError,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.mode, self.error)
+    }
+}
+
 /// Attaches the lock-call hooks in the first mode that really works, plus the release (and, when
-/// following a process tree, fork and exit) hooks. Returns the mode used and why earlier modes were skipped.
+/// following a process tree, fork and exit) hooks. Returns the mode used and the modes skipped.
 pub fn attach(
     ebpf: &mut Ebpf,
     request: AttachRequest,
     follow_forks: bool,
-) -> Result<(AttachMode, Vec<String>), Error> {
+) -> Result<(AttachMode, Vec<Skipped>), Error> {
     let order: &[AttachMode] = match request {
         AttachRequest::Auto => &[AttachMode::Fentry, AttachMode::Tracepoint],
         AttachRequest::Fentry => &[AttachMode::Fentry],
@@ -59,28 +219,26 @@ pub fn attach(
                 chosen = Some(mode);
                 break;
             }
-            Err(reason) => {
-                if order.len() == 1 {
-                    return Err(Error::Attach { mode, reason });
-                }
-                skipped.push(format!("{mode}: {reason}"));
+            // Only the kernel's refusals move on to the next mode; a broken object is reported.
+            Err(error) if order.len() == 1 || !error.is_kernel_side() => {
+                return Err(Error::Attach { mode, error });
             }
+            Err(error) => skipped.push(Skipped { mode, error }),
         }
     }
-    let mode = chosen.ok_or_else(|| Error::Attach {
-        mode: AttachMode::Tracepoint,
-        reason: skipped.join("; "),
-    })?;
+    let Some(mode) = chosen else {
+        return Err(Error::NoAttachMode(skipped));
+    };
     attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode")
-        .map_err(|reason| Error::Attach { mode, reason })?;
+        .map_err(|error| Error::Attach { mode, error })?;
     if follow_forks {
-        attach_pid_hooks(ebpf).map_err(|reason| Error::Attach { mode, reason })?;
+        attach_pid_hooks(ebpf).map_err(|error| Error::Attach { mode, error })?;
     }
     Ok((mode, skipped))
 }
 
 /// The hooks that keep the pid filter in step with the process tree (`--pid`, `-- COMMAND`).
-pub fn attach_pid_hooks(ebpf: &mut Ebpf) -> Result<(), String> {
+pub fn attach_pid_hooks(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     for hook in [
         "sched_process_fork",
         "sched_process_exit",
@@ -92,22 +250,29 @@ pub fn attach_pid_hooks(ebpf: &mut Ebpf) -> Result<(), String> {
 }
 
 /// Tries to load and attach the lock-call hooks of `mode`; the error says why it is unavailable.
-pub fn attach_lock_calls(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), String> {
+pub fn attach_lock_calls(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), AttachError> {
+    const ENTRY: &str = "fcntl_setlk_entry";
+    const EXIT: &str = "fcntl_setlk_exit";
     match mode {
         AttachMode::Fentry => {
-            let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+            let btf = Btf::from_sys_fs().map_err(AttachError::NoBtf)?;
             // Load both before attaching either: a lone entry hook left attached after a failed
             // exit hook would race the tracepoint fallback for the same calls.
-            let entry: &mut FEntry = program(ebpf, "fcntl_setlk_entry")?;
-            entry.load("fcntl_setlk", &btf).map_err(|e| describe(&e))?;
-            let exit: &mut FExit = program(ebpf, "fcntl_setlk_exit")?;
-            exit.load("fcntl_setlk", &btf).map_err(|e| describe(&e))?;
-            let exit_link = exit.attach().map_err(|e| describe(&e))?;
-            let entry: &mut FEntry = program(ebpf, "fcntl_setlk_entry")?;
+            let entry: &mut FEntry = program(ebpf, ENTRY)?;
+            entry
+                .load("fcntl_setlk", &btf)
+                .map_err(|e| AttachError::from_program(Step::Load, ENTRY, e))?;
+            let exit: &mut FExit = program(ebpf, EXIT)?;
+            exit.load("fcntl_setlk", &btf)
+                .map_err(|e| AttachError::from_program(Step::Load, EXIT, e))?;
+            let exit_link = exit
+                .attach()
+                .map_err(|e| AttachError::from_program(Step::Attach, EXIT, e))?;
+            let entry: &mut FEntry = program(ebpf, ENTRY)?;
             if let Err(e) = entry.attach() {
-                let exit: &mut FExit = program(ebpf, "fcntl_setlk_exit")?;
+                let exit: &mut FExit = program(ebpf, EXIT)?;
                 let _ = exit.detach(exit_link);
-                return Err(describe(&e));
+                return Err(AttachError::from_program(Step::Attach, ENTRY, e));
             }
             Ok(())
         }
@@ -119,43 +284,46 @@ pub fn attach_lock_calls(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), String
 }
 
 /// Whether BTF raw tracepoints load and attach here (reported by `doctor`).
-pub fn probe_tp_btf(ebpf: &mut Ebpf) -> Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    let prog: &mut BtfTracePoint = program(ebpf, "probe_tp_btf")?;
+pub fn probe_tp_btf(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    const PROBE: &str = "probe_tp_btf";
+    let btf = Btf::from_sys_fs().map_err(AttachError::NoBtf)?;
+    let prog: &mut BtfTracePoint = program(ebpf, PROBE)?;
     prog.load("sched_process_fork", &btf)
-        .map_err(|e| describe(&e))?;
-    prog.attach().map_err(|e| describe(&e))?;
+        .map_err(|e| AttachError::from_program(Step::Load, PROBE, e))?;
+    prog.attach()
+        .map_err(|e| AttachError::from_program(Step::Attach, PROBE, e))?;
     Ok(())
 }
 
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
-    prog: &str,
-    category: &str,
-    name: &str,
-) -> Result<(), String> {
+    prog: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> Result<(), AttachError> {
     if !kernel::has_tracepoint(category, name) {
-        return Err(format!("this kernel has no tracepoint {category}:{name}"));
+        return Err(AttachError::NoTracepoint { category, name });
     }
     let tp: &mut TracePoint = program(ebpf, prog)?;
-    tp.load().map_err(|e| describe(&e))?;
-    tp.attach(category, name).map_err(|e| describe(&e))?;
+    tp.load()
+        .map_err(|e| AttachError::from_program(Step::Load, prog, e))?;
+    tp.attach(category, name)
+        .map_err(|e| AttachError::from_program(Step::Attach, prog, e))?;
     Ok(())
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
 where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
     ebpf.program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+        .ok_or(AttachError::ProgramMissing(name))?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| describe(&e))
+        .map_err(|_| AttachError::ProgramType(name))
 }
 
-/// One line for an aya error chain; an empty verifier log on EPERM is what a refused trampoline
-/// looks like, so say that instead of printing nothing.
-fn describe(err: &dyn std::error::Error) -> String {
+/// One line for an error chain (aya's messages put the errno in the source).
+pub(crate) fn one_line(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -163,8 +331,62 @@ fn describe(err: &dyn std::error::Error) -> String {
         line.push_str(&s.to_string());
         source = s.source();
     }
-    if line.contains("Operation not permitted") || line.contains("EPERM") {
-        line.push_str(" (the kernel refused it: BPF trampolines or ftrace restricted here)");
-    }
     line.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn eperm_or_eacces_without_a_verifier_log_is_a_refusal() {
+        assert_eq!(Verdict::of(&errno(libc::EPERM), ""), Verdict::Refused);
+        assert_eq!(Verdict::of(&errno(libc::EACCES), "\n"), Verdict::Refused);
+        assert_eq!(Verdict::of(&errno(libc::EINVAL), ""), Verdict::Failed);
+    }
+
+    #[test]
+    fn a_verifier_log_names_the_rejection_whatever_the_errno() {
+        let log = "0: R1=ctx() R10=fp0\n1: (79) r2 = *(u64 *)(r1 +0)\n\
+                   R1 invalid mem access 'scalar'\n\
+                   processed 12 insns (limit 1000000) max_states_per_insn 0\n";
+        let want = Verdict::Rejected("R1 invalid mem access 'scalar'");
+        assert_eq!(Verdict::of(&errno(libc::EACCES), log), want);
+        assert_eq!(Verdict::of(&errno(libc::EPERM), log), want);
+    }
+
+    #[test]
+    fn a_refused_attach_syscall_is_told_apart_from_other_failures() {
+        let syscall = |code| {
+            ProgramError::SyscallError(SyscallError {
+                call: "bpf_link_create",
+                io_error: errno(code),
+            })
+        };
+        let refused =
+            AttachError::from_program(Step::Attach, "fcntl_setlk_entry", syscall(libc::EPERM));
+        assert!(matches!(
+            refused,
+            AttachError::Refused {
+                step: Step::Attach,
+                ..
+            }
+        ));
+        assert!(
+            refused
+                .to_string()
+                .contains("refused to attach fcntl_setlk_entry"),
+            "{refused}"
+        );
+        let failed =
+            AttachError::from_program(Step::Attach, "fcntl_setlk_entry", syscall(libc::ENOENT));
+        assert!(matches!(failed, AttachError::Failed { .. }), "{failed}");
+        assert!(!failed.to_string().contains('\n'), "one line: {failed}");
+        assert!(failed.is_kernel_side());
+        assert!(!AttachError::ProgramMissing("x").is_kernel_side());
+    }
 }

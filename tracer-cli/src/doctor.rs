@@ -1,12 +1,13 @@
 //! `locktrace doctor`: what this kernel allows and which attach mode `record` would use, with reasons.
 
-use std::path::Path;
+use std::{fmt, path::Path};
 
 use tracer_common::Config;
 
 use crate::{
-    attach::{self, AttachMode},
-    kernel, tracer,
+    attach::{self, AttachError, AttachMode},
+    kernel::{self, KernelError},
+    tracer,
 };
 
 pub struct Check {
@@ -21,12 +22,36 @@ pub struct Diagnosis {
     pub mode: Option<AttachMode>,
 }
 
+impl Diagnosis {
+    /// 0 when `record` can trace here, 1 when it cannot.
+    pub fn exit_code(&self) -> i32 {
+        if self.mode.is_some() { 0 } else { 1 }
+    }
+}
+
+/// One line per check, then the verdict.
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            let mark = if c.ok { "ok" } else { "no" };
+            writeln!(f, "{mark:<4} {:<12} {}", c.name, c.detail)?;
+        }
+        match self.mode {
+            Some(mode) => writeln!(f, "record would attach with: {mode}"),
+            None => writeln!(
+                f,
+                "record cannot trace on this machine (see the lines marked no)"
+            ),
+        }
+    }
+}
+
 /// A check from a trial load-and-attach: its error, or `worked` when it worked.
-fn trial(name: &'static str, result: Result<(), String>, worked: &str) -> Check {
+fn trial(name: &'static str, result: Result<(), AttachError>, worked: &str) -> Check {
     Check {
         name,
         ok: result.is_ok(),
-        detail: result.err().unwrap_or_else(|| worked.to_owned()),
+        detail: result.map_or_else(|e| e.to_string(), |()| worked.to_owned()),
     }
 }
 
@@ -60,7 +85,7 @@ pub fn diagnose() -> Diagnosis {
         if btf {
             kernel::BTF_PATH.into()
         } else {
-            crate::Error::NoBtf.to_string()
+            KernelError::NoBtf.to_string()
         },
     );
     let offsets = kernel::offsets();

@@ -10,16 +10,39 @@ use std::{
 use btf_rs::{Btf, BtfType, Type};
 use tracer_common::Offsets;
 
-use crate::Error;
-
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
+/// What the running kernel lacks for tracing; each renders as one line that says what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}")]
+    Tracefs(std::io::Error),
+    #[error("cannot read tracepoint format {}: {error}", path.display())]
+    Format {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("tracepoint {tracepoint} has no field {field} on this kernel")]
+    Field { tracepoint: String, field: String },
+    #[error(
+        "this kernel has no BTF ({BTF_PATH}); locktrace needs it to find struct offsets \
+         (kernels built with CONFIG_DEBUG_INFO_BTF=y have it)"
+    )]
+    NoBtf,
+    #[error("reading kernel BTF: {0}")]
+    Btf(btf_rs::Error),
+    #[error("reading kernel BTF: struct {root} has no member {member}")]
+    Member { root: String, member: String },
+}
+
 /// Makes sure tracefs is mounted at [`TRACEFS`]; mounts it when it is not. Returns whether it mounted.
-pub fn ensure_tracefs() -> Result<bool, Error> {
+pub fn ensure_tracefs() -> Result<bool, KernelError> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(false);
     }
+    // SAFETY: every pointer is a NUL-terminated C string literal or NULL (no mount data), all
+    // valid for the duration of the call.
     let rc = unsafe {
         libc::mount(
             c"nodev".as_ptr(),
@@ -30,7 +53,7 @@ pub fn ensure_tracefs() -> Result<bool, Error> {
         )
     };
     if rc != 0 {
-        return Err(Error::Tracefs(std::io::Error::last_os_error()));
+        return Err(KernelError::Tracefs(std::io::Error::last_os_error()));
     }
     Ok(true)
 }
@@ -46,14 +69,20 @@ pub fn has_tracepoint(category: &str, name: &str) -> bool {
 
 /// Offset of the first of `names` found among a tracepoint's fields (field names change across
 /// kernels, e.g. `fl_type` became `type` in 6.9).
-pub fn tracepoint_field(category: &str, event: &str, names: &[&str]) -> Result<u64, Error> {
+pub fn tracepoint_field(category: &str, event: &str, names: &[&str]) -> Result<u64, KernelError> {
     let path = Path::new(TRACEFS)
         .join("events")
         .join(category)
         .join(event)
         .join("format");
-    let text =
-        fs::read_to_string(&path).map_err(|e| Error::Format(path.display().to_string(), e))?;
+    let text = fs::read_to_string(&path).map_err(|error| KernelError::Format {
+        path: path.clone(),
+        error,
+    })?;
+    let missing = |field: String| KernelError::Field {
+        tracepoint: format!("{category}:{event}"),
+        field,
+    };
     for line in text.lines() {
         let Some(decl) = line.trim().strip_prefix("field:") else {
             continue;
@@ -72,19 +101,20 @@ pub fn tracepoint_field(category: &str, event: &str, names: &[&str]) -> Result<u
         }
         for part in parts {
             if let Some(off) = part.trim().strip_prefix("offset:") {
-                return off
-                    .parse()
-                    .map_err(|_| Error::Field(format!("{category}:{event}"), field.to_owned()));
+                return off.parse().map_err(|_| missing(field.to_owned()));
             }
         }
     }
-    Err(Error::Field(format!("{category}:{event}"), names.join("|")))
+    Err(missing(names.join("|")))
 }
 
 /// Byte offset of `path` (e.g. `["f_path", "dentry"]`) inside `struct root`, looking through
 /// anonymous structs and unions the way C member access does.
-fn member_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u64, Error> {
-    let missing = || Error::Btf(format!("struct {root} has no member {}", path.join(".")));
+fn member_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u64, KernelError> {
+    let missing = || KernelError::Member {
+        root: root.to_owned(),
+        member: path.join("."),
+    };
     let mut ty = btf
         .resolve_types_by_name(root)
         .map_err(|_| missing())?
@@ -101,15 +131,14 @@ fn member_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u64, Error> {
 }
 
 /// Finds `name` in a struct/union, descending into anonymous members; returns (byte offset, type).
-fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u64, Type)>, Error> {
+fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u64, Type)>, KernelError> {
     let members = match ty {
         Type::Struct(s) | Type::Union(s) => &s.members,
         _ => return Ok(None),
     };
-    let btf_err = |e: btf_rs::Error| Error::Btf(e.to_string());
     for m in members {
         let member_name = btf.resolve_name(m).unwrap_or_default();
-        let mty = strip_modifiers(btf, btf.resolve_chained_type(m).map_err(btf_err)?)?;
+        let mty = strip_modifiers(btf, btf.resolve_chained_type(m).map_err(KernelError::Btf)?)?;
         let off = u64::from(m.bit_offset() / 8);
         if member_name == name {
             return Ok(Some((off, mty)));
@@ -123,7 +152,7 @@ fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u64, Type)>, 
     Ok(None)
 }
 
-fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type, Error> {
+fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type, KernelError> {
     loop {
         match &ty {
             Type::Typedef(_)
@@ -132,9 +161,7 @@ fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type, Error> {
             | Type::Restrict(_)
             | Type::TypeTag(_) => {
                 let inner: &dyn BtfType = ty.as_btf_type().expect("modifier types are BtfTypes");
-                ty = btf
-                    .resolve_chained_type(inner)
-                    .map_err(|e| Error::Btf(e.to_string()))?;
+                ty = btf.resolve_chained_type(inner).map_err(KernelError::Btf)?;
             }
             _ => return Ok(ty),
         }
@@ -142,11 +169,11 @@ fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type, Error> {
 }
 
 /// Reads every offset the programs need from the running kernel.
-pub fn offsets() -> Result<Offsets, Error> {
+pub fn offsets() -> Result<Offsets, KernelError> {
     if !Path::new(BTF_PATH).exists() {
-        return Err(Error::NoBtf);
+        return Err(KernelError::NoBtf);
     }
-    let btf = Btf::from_file(BTF_PATH).map_err(|e| Error::Btf(e.to_string()))?;
+    let btf = Btf::from_file(BTF_PATH).map_err(KernelError::Btf)?;
     let m = |root: &str, path: &[&str]| member_offset(&btf, root, path);
     let release = "posix_lock_inode";
     Ok(Offsets {

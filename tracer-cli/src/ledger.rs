@@ -254,8 +254,9 @@ mod tests {
         ret: i32,
         owner: u64,
     ) -> Event {
+        let lock = crate::filter::DEFAULT_LOCKS[1].as_bytes();
         let mut name = [0u8; NAME_LEN];
-        name[..11].copy_from_slice(b"layers.lock");
+        name[..lock.len()].copy_from_slice(lock);
         Event {
             start_ns: start,
             end_ns: end,

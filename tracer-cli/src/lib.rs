@@ -1,14 +1,21 @@
 //! locktrace: per-lock-file wait and hold times, traced with eBPF.
 //!
-//! The binary is a thin shell over this library: [`tracer::Tracer`] loads and attaches the embedded
-//! eBPF object, [`ledger::Ledger`] pairs its events into waits and holds and feeds a
-//! [`locktrace_report::Recorder`].
+//! The binary is a thin shell over this library: [`session::run`] records, with
+//! [`tracer::Tracer`] loading and attaching the embedded eBPF object and [`ledger::Ledger`] pairing
+//! its events into waits and holds for a [`locktrace_report::Recorder`].
+//!
+//! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
+//! `tracer` ← `ledger`, `doctor` ← `session`; `child` (the held command) and `reports` (saved
+//! reports, for the commands that need no tracing) stand alone.
 
 pub mod attach;
+pub mod child;
 pub mod doctor;
 pub mod filter;
 pub mod kernel;
 pub mod ledger;
+pub mod reports;
+pub mod session;
 pub mod tracer;
 
 /// Errors of the tracing library; each renders as one line that says what to do.
@@ -16,28 +23,29 @@ pub mod tracer;
 pub enum Error {
     #[error("tracing needs root or CAP_BPF+CAP_PERFMON (try: sudo locktrace ...)")]
     Privileges,
-    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
-    Tracefs(std::io::Error),
-    #[error("cannot read tracepoint format {0}: {1}")]
-    Format(String, std::io::Error),
-    #[error("tracepoint {0} has no field {1} on this kernel")]
-    Field(String, String),
-    #[error(
-        "this kernel has no BTF (/sys/kernel/btf/vmlinux); locktrace needs it to find struct offsets \
-         (kernels built with CONFIG_DEBUG_INFO_BTF=y have it)"
-    )]
-    NoBtf,
-    #[error("reading kernel BTF: {0}")]
-    Btf(String),
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("attach mode {mode} is not available here: {reason}")]
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error(transparent)]
+    Load(#[from] tracer::LoadError),
+    #[error("attach mode {mode} is not available here: {error}")]
     Attach {
         mode: attach::AttachMode,
-        reason: String,
+        error: attach::AttachError,
     },
-    #[error("eBPF map {0}: {1}")]
-    Map(&'static str, String),
+    #[error("no attach mode is available here: {}", join(.0))]
+    NoAttachMode(Vec<attach::Skipped>),
+    #[error("eBPF map {0}: missing")]
+    MapMissing(&'static str),
+    #[error("eBPF map {map}: {}", attach::one_line(.error))]
+    Map {
+        map: &'static str,
+        error: aya::maps::MapError,
+    },
     #[error("{0}: {1}")]
     Filter(String, String),
+}
+
+fn join(skipped: &[attach::Skipped]) -> String {
+    let lines: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    lines.join("; ")
 }

@@ -1,13 +1,17 @@
-//! `locktrace`: per-lock-file wait and hold times with percentiles, traced with eBPF.
+//! `locktrace`: per-lock-file wait and hold times with percentiles, traced with eBPF. Argument
+//! parsing only: recording is [`locktrace::session`], the saved-report commands are in `offline`.
 
 mod offline;
-mod record;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use locktrace::{attach::AttachRequest, doctor, filter};
+use locktrace::{
+    attach::AttachRequest,
+    doctor, filter,
+    session::{self, LiveFormat},
+};
 
 #[derive(Parser)]
 #[command(name = "locktrace", version, about, propagate_version = true)]
@@ -28,9 +32,7 @@ enum Command {
 
 #[derive(Args)]
 struct RecordArgs {
-    /// Lock file basename to trace (repeatable). Default: storage.lock, layers.lock, images.lock,
-    /// containers.lock.
-    #[arg(long = "lock", value_name = "NAME")]
+    #[arg(long = "lock", value_name = "NAME", help = lock_help())]
     locks: Vec<String>,
     /// Trace exactly this file (repeatable); equally named files elsewhere stay out.
     #[arg(long = "path", value_name = "PATH")]
@@ -60,8 +62,8 @@ struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Format of the live output.
-    #[arg(long, value_enum, default_value_t = record::LiveFormat::Text)]
-    format: record::LiveFormat,
+    #[arg(long, value_enum, default_value_t = LiveFormat::Text)]
+    format: LiveFormat,
     /// No live output and no summary (the report file is still written).
     #[arg(short, long)]
     quiet: bool,
@@ -70,13 +72,21 @@ struct RecordArgs {
     command: Vec<String>,
 }
 
+/// The default lock names come from the one list the filter uses.
+fn lock_help() -> String {
+    format!(
+        "Lock file basename to trace (repeatable). Default: {}",
+        filter::DEFAULT_LOCKS.join(", ")
+    )
+}
+
 fn parse_inode(s: &str) -> Result<(u64, u64), String> {
     filter::parse_inode(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(Cli::parse()) {
+    match try_main(Cli::parse()) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("locktrace: {e:#}");
@@ -85,9 +95,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<i32> {
+fn try_main(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Record(a) => record::run(record::Options {
+        Command::Record(a) => Ok(session::run(session::Options {
             filter: filter::Filter {
                 all_locks: a.all_locks,
                 names: a.locks,
@@ -103,28 +113,12 @@ fn run(cli: Cli) -> Result<i32> {
             format: a.format,
             quiet: a.quiet,
             command: a.command,
-        }),
+        })?),
         Command::Offline(c) => c.run(),
         Command::Doctor => {
-            let d = doctor::diagnose();
-            for c in &d.checks {
-                println!(
-                    "{:<4} {:<12} {}",
-                    if c.ok { "ok" } else { "no" },
-                    c.name,
-                    c.detail
-                );
-            }
-            match d.mode {
-                Some(mode) => {
-                    println!("record would attach with: {mode}");
-                    Ok(0)
-                }
-                None => {
-                    println!("record cannot trace on this machine (see the lines marked no)");
-                    Ok(1)
-                }
-            }
+            let diagnosis = doctor::diagnose();
+            print!("{diagnosis}");
+            Ok(diagnosis.exit_code())
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Subcommands that work on saved reports, no tracing involved: gate, compare, merge, export, plot
-//! and report. Each is a thin shell over `locktrace_report`.
+//! and report. Arguments only: each is a call into `locktrace::reports` and `locktrace_report`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
+use locktrace::reports::{self, ExportFormat, labels, read_all};
 use locktrace_report::gate::{self, Baseline, GateConfig};
-use locktrace_report::{Report, compare, export, merge, plot, render_text};
+use locktrace_report::{Report, compare, merge, plot, render_text};
 
 #[derive(Subcommand)]
 pub enum OfflineCommand {
@@ -89,14 +90,6 @@ pub enum DataFormat {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ExportFormat {
-    /// Bencher Metric Format JSON.
-    Bmf,
-    /// HdrHistogram percentile distribution text.
-    Hdr,
-}
-
 impl OfflineCommand {
     /// Runs the command and returns the process exit code.
     pub fn run(self) -> Result<i32> {
@@ -110,7 +103,7 @@ impl OfflineCommand {
                 min_samples,
                 format,
             } => {
-                let current = read(&report)?;
+                let current = Report::read(&report)?;
                 let mut parsed = budgets
                     .iter()
                     .map(|e| e.parse())
@@ -118,7 +111,7 @@ impl OfflineCommand {
                 if let Some(file) = &budgets_file {
                     parsed.extend(gate::load_budgets(file)?);
                 }
-                let base = baseline.as_deref().map(read).transpose()?;
+                let base = baseline.as_deref().map(Report::read).transpose()?;
                 let config = GateConfig {
                     budgets: parsed,
                     baseline: base.as_ref().map(|report| Baseline {
@@ -160,26 +153,11 @@ impl OfflineCommand {
                 lock,
                 output,
             } => {
-                let mut loaded = read(&report)?;
-                if let Some(pattern) = &lock {
-                    loaded.locks.retain(|l| l.key.matches(pattern));
-                    if loaded.locks.is_empty() {
-                        bail!("{}: no lock matches {pattern:?}", report.display());
-                    }
+                let export = reports::export(&report, format, lock.as_deref())?;
+                for note in &export.notes {
+                    eprintln!("{note}");
                 }
-                let text = match format {
-                    ExportFormat::Bmf => {
-                        // BMF has no place for a note; without one, a merged benchmark would pass
-                        // for a single lock file.
-                        for named in merge::by_name(&loaded.locks)?.values() {
-                            if named.files > 1 {
-                                eprintln!("note: {} merged into one benchmark", named.label());
-                            }
-                        }
-                        export::bmf(&loaded)? + "\n"
-                    }
-                    ExportFormat::Hdr => export::hdr_text(&loaded)?,
-                };
+                let text = export.text;
                 match &output {
                     Some(path) => std::fs::write(path, text)
                         .with_context(|| format!("cannot write {}", path.display()))?,
@@ -197,7 +175,7 @@ impl OfflineCommand {
                 Ok(0)
             }
             OfflineCommand::Report { file, format } => {
-                let loaded = read(&file)?;
+                let loaded = Report::read(&file)?;
                 emit(&match format {
                     DataFormat::Text => render_text(&loaded),
                     DataFormat::Json => loaded.to_json() + "\n",
@@ -219,35 +197,6 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-fn read(path: &Path) -> Result<Report> {
-    Ok(Report::read(path)?)
-}
-
-fn read_all(paths: &[PathBuf]) -> Result<Vec<Report>> {
-    paths.iter().map(|p| read(p)).collect()
-}
-
-/// File stems name reports in tables and legends; full paths only where stems collide.
-fn labels(paths: &[PathBuf]) -> Vec<String> {
-    let stem = |p: &PathBuf| {
-        p.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| p.display().to_string())
-    };
-    let stems: Vec<String> = paths.iter().map(stem).collect();
-    stems
-        .iter()
-        .zip(paths)
-        .map(|(s, p)| {
-            if stems.iter().filter(|o| *o == s).count() > 1 {
-                p.display().to_string()
-            } else {
-                s.clone()
-            }
-        })
-        .collect()
-}
-
 fn parse_percent(s: &str) -> Result<f64, String> {
     let number = s.trim().trim_end_matches('%');
     match number.parse::<f64>() {
@@ -259,17 +208,6 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_use_stems_unless_they_collide() {
-        let paths = [
-            PathBuf::from("runs/locked.json"),
-            PathBuf::from("runs/staged.json"),
-        ];
-        assert_eq!(labels(&paths), ["locked", "staged"]);
-        let paths = [PathBuf::from("a/r.json"), PathBuf::from("b/r.json")];
-        assert_eq!(labels(&paths), ["a/r.json", "b/r.json"]);
-    }
 
     #[test]
     fn percent_accepts_optional_sign() {

@@ -14,7 +14,7 @@ use tracer_common::{Config, Event, InodeKey, NAME_LEN, PathRecord, counter};
 
 use crate::{
     Error,
-    attach::{self, AttachMode, AttachRequest},
+    attach::{self, AttachMode, AttachRequest, Skipped},
     filter::Filter,
     kernel,
 };
@@ -46,11 +46,39 @@ pub struct Tracer {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub mode: AttachMode,
     /// Why preferred attach modes were not used (empty when the first one worked).
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why the eBPF object could not be loaded (its maps created), before any program is.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// EPERM or EACCES creating a map: missing privileges, or the locked-memory limit that kernels
+    /// before 5.11 charge maps to.
+    #[error("loading the eBPF object: the kernel refused to create map {map}: {errno}")]
+    MapRefused { map: String, errno: std::io::Error },
+    #[error("loading the eBPF object: {}", attach::one_line(.0))]
+    Object(aya::EbpfError),
+}
+
+impl From<aya::EbpfError> for LoadError {
+    fn from(error: aya::EbpfError) -> Self {
+        match error {
+            aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
+                if matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
+            {
+                LoadError::MapRefused {
+                    map: name,
+                    errno: io_error,
+                }
+            }
+            error => LoadError::Object(error),
+        }
+    }
 }
 
 /// Whether this process may load tracing programs.
 pub fn privileged() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
@@ -80,17 +108,19 @@ impl Tracer {
         {
             let mut names: HashMap<_, [u8; NAME_LEN], u8> = map(&mut ebpf, "NAMES")?;
             for name in &compiled.names {
-                names
-                    .insert(name, 1, 0)
-                    .map_err(|e| Error::Map("NAMES", e.to_string()))?;
+                names.insert(name, 1, 0).map_err(|error| Error::Map {
+                    map: "NAMES",
+                    error,
+                })?;
             }
         }
         {
             let mut inodes: HashMap<_, InodeKey, u8> = map(&mut ebpf, "INODES")?;
             for key in &compiled.inodes {
-                inodes
-                    .insert(key, 1, 0)
-                    .map_err(|e| Error::Map("INODES", e.to_string()))?;
+                inodes.insert(key, 1, 0).map_err(|error| Error::Map {
+                    map: "INODES",
+                    error,
+                })?;
             }
         }
         let (mode, skipped) = attach::attach(&mut ebpf, request, !compiled.pids.is_empty())?;
@@ -98,9 +128,12 @@ impl Tracer {
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let events = RingBuf::try_from(
             ebpf.take_map("EVENTS")
-                .ok_or_else(|| Error::Map("EVENTS", "missing".into()))?,
+                .ok_or_else(|| Error::MapMissing("EVENTS"))?,
         )
-        .map_err(|e| Error::Map("EVENTS", e.to_string()))?;
+        .map_err(|error| Error::Map {
+            map: "EVENTS",
+            error,
+        })?;
         let mut tracer = Tracer {
             ebpf,
             events,
@@ -118,7 +151,7 @@ impl Tracer {
     pub fn follow(&mut self, pid: u32) -> Result<(), Error> {
         let mut pids: HashMap<_, u32, u8> = map(&mut self.ebpf, "PIDS")?;
         pids.insert(pid, 1, 0)
-            .map_err(|e| Error::Map("PIDS", e.to_string()))
+            .map_err(|error| Error::Map { map: "PIDS", error })
     }
 
     /// Waits up to `timeout` for events and passes each to `sink`. Returns how many it passed.
@@ -129,19 +162,18 @@ impl Tracer {
             revents: 0,
         }];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: fds is one valid pollfd, matching the count of 1, alive for the call. A failed
+        // or interrupted poll only means the drain below finds what is there.
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
         let mut n = 0;
         while let Some(item) = self.events.next() {
-            // SAFETY: the kernel wrote a whole record of the repr(C) type its size names;
-            // read_unaligned because ring-buffer records are only 8-byte aligned by contract.
-            let record = match item.len() {
-                len if len == size_of::<Event>() => {
-                    Record::Lock(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
-                }
-                len if len == size_of::<PathRecord>() => Record::Path(Box::new(unsafe {
-                    std::ptr::read_unaligned(item.as_ptr().cast::<PathRecord>())
-                })),
-                _ => continue,
+            // The kernel side sends two record types of different sizes.
+            let record = if let Some(ev) = record_as::<Event>(&item) {
+                Record::Lock(ev)
+            } else if let Some(path) = record_as::<PathRecord>(&item) {
+                Record::Path(Box::new(path))
+            } else {
+                continue;
             };
             sink(record);
             n += 1;
@@ -156,13 +188,19 @@ impl Tracer {
         let map_ref = self
             .ebpf
             .map("COUNTERS")
-            .ok_or_else(|| Error::Map("COUNTERS", "missing".into()))?;
+            .ok_or_else(|| Error::MapMissing("COUNTERS"))?;
         let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map_ref).map_err(|e| Error::Map("COUNTERS", e.to_string()))?;
+            PerCpuArray::try_from(map_ref).map_err(|error| Error::Map {
+                map: "COUNTERS",
+                error,
+            })?;
         let sum = |i: u32| -> Result<u64, Error> {
             Ok(array
                 .get(&i, 0)
-                .map_err(|e| Error::Map("COUNTERS", e.to_string()))?
+                .map_err(|error| Error::Map {
+                    map: "COUNTERS",
+                    error,
+                })?
                 .iter()
                 .sum())
         };
@@ -174,8 +212,17 @@ impl Tracer {
     }
 }
 
+/// A ring-buffer record as a `T`, when its length is `T`'s.
+fn record_as<T: aya::Pod>(item: &[u8]) -> Option<T> {
+    (item.len() == size_of::<T>()).then(|| {
+        // SAFETY: item holds size_of::<T>() bytes and T: Pod accepts any bytes; read_unaligned
+        // because ring-buffer records are only 8-byte aligned by contract.
+        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) }
+    })
+}
+
 /// Loads the object (creating its maps, the ring buffer among them) without attaching anything.
-pub fn load(config: &Config) -> Result<Ebpf, Error> {
+pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
     Ok(EbpfLoader::new()
         .override_global("CONFIG", config, true)
         .load(OBJECT)?)
@@ -185,8 +232,6 @@ fn map<'a, K: aya::Pod, V: aya::Pod>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>, Error> {
-    let m = ebpf
-        .map_mut(name)
-        .ok_or_else(|| Error::Map(name, "missing".into()))?;
-    HashMap::try_from(m).map_err(|e| Error::Map(name, e.to_string()))
+    let m = ebpf.map_mut(name).ok_or_else(|| Error::MapMissing(name))?;
+    HashMap::try_from(m).map_err(|error| Error::Map { map: name, error })
 }

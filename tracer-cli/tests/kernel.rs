@@ -1,5 +1,5 @@
 //! Kernel tests: the real eBPF programs, attached for real, checked against workloads with their own
-//! clocks (examples/lockload.rs). They need root and tracefs; `cargo xtask test` sets
+//! clocks (src/bin/lockload.rs). They need root and tracefs; `cargo xtask test` sets
 //! LOCKTRACE_REQUIRE_KERNEL_TESTS where those are present, and then a skip is a failure.
 
 use std::{
@@ -566,6 +566,7 @@ fn cgroup_filter_keeps_other_cgroups_out() {
     hold(false);
     hold(true);
     hold(false);
+    // SAFETY: kill only takes numbers; the tracer is our child and not yet reaped, so the pid is its.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     assert!(tracer.wait().unwrap().success());
     let _ = std::fs::remove_dir(&cgroup);

@@ -110,6 +110,7 @@ impl Lockstats {
 
     /// Ctrl-C, as a user would: the script's END runs and bpftrace prints the result maps.
     fn stop(mut self) -> String {
+        // SAFETY: kill only takes numbers; the child is ours and not yet reaped, so the pid is its.
         assert_eq!(
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) },
             0,

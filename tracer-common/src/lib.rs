@@ -177,7 +177,8 @@ pub struct InodeKey {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), made of integers and byte arrays, with no padding.
+    // SAFETY (each impl): the type is repr(C), made only of integers and byte arrays (any bit
+    // pattern is valid), with no padding (the size assertions below add up its fields).
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::PathRecord {}
     unsafe impl aya::Pod for super::Config {}
@@ -188,3 +189,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 8 + COMM_LEN + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<Config>() == 16 + 21 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());
+const _: () =
+    assert!(core::mem::size_of::<PathRecord>() == 8 * 2 + 4 * 2 + COMPONENT_LEN * PATH_DEPTH);
+const _: () = assert!(core::mem::size_of::<HeldKey>() == 8 * 3);
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 8 * 2);

@@ -2,6 +2,8 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod kernel;
+#[cfg(target_arch = "bpf")]
 mod program;
 
 // The workspace builds every member for the host too (clippy, `cargo build --workspace`); there the

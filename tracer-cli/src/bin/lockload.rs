@@ -129,10 +129,14 @@ fn thread_exec(tid_file: PathBuf, command: &[String]) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let program = command[0].clone();
     std::thread::spawn(move || -> Result<()> {
-        std::fs::write(&tid_file, unsafe { libc::gettid() }.to_string())
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        std::fs::write(&tid_file, tid.to_string())
             .with_context(|| format!("writing {}", tid_file.display()))?;
         let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
+        // SAFETY: ptrs is a NULL-terminated array of pointers into argv's C strings, which
+        // outlive the call; execvp only returns on failure.
         unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
         bail!("exec {program}: {}", std::io::Error::last_os_error())
     })
@@ -141,9 +145,11 @@ fn thread_exec(tid_file: PathBuf, command: &[String]) -> Result<()> {
 }
 
 fn setlk(fd: i32, cmd: i32, l_type: i16) -> std::io::Result<()> {
+    // SAFETY: struct flock is plain integers, for which all zeroes is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = l_type;
     fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: fl is a valid, writable struct flock, which every lock command takes.
     if unsafe { libc::fcntl(fd, cmd, &mut fl) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -152,6 +158,7 @@ fn setlk(fd: i32, cmd: i32, l_type: i16) -> std::io::Result<()> {
 
 fn open(path: &Path) -> Result<i32> {
     let c = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: c is a NUL-terminated path that lives across the call; O_CREAT gets its mode.
     let fd = unsafe {
         libc::open(
             c.as_ptr(),
@@ -175,6 +182,7 @@ fn mono_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: ts is a writable timespec; CLOCK_MONOTONIC always exists, so the call cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -184,10 +192,12 @@ fn mono_ns() -> u64 {
 /// memory (best effort: unprivileged users may not) and run the measured path once untraced
 /// (F_GETLK is not a lock request).
 fn warm_up(fd: i32) -> Result<()> {
+    // SAFETY: mlockall only takes flags; a refusal (no privilege) leaves memory as it was.
     unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
     // Best effort as well: a real-time policy keeps other load from preempting us between a
     // syscall and the clock read (the process sleeps almost all the time, so it starves nobody).
     let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: param is a valid sched_param that lives across the call; pid 0 is this process.
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     let t = Instant::now();
     setlk(fd, libc::F_GETLK, libc::F_WRLCK as i16).context("F_GETLK")?;
@@ -233,6 +243,7 @@ fn hold(a: &HoldArgs) -> Result<()> {
         release_ns: 0,
     };
     match a.release {
+        // SAFETY: fd is open and owned by this function; nothing uses it after the close.
         Release::Close => unsafe {
             libc::close(fd);
         },
@@ -245,6 +256,7 @@ fn hold(a: &HoldArgs) -> Result<()> {
             },
             libc::F_UNLCK as i16,
         )?,
+        // SAFETY: `other` is a second fd opened above for this release and used nowhere else.
         Release::DupClose => unsafe {
             libc::close(other.expect("opened above"));
         },
@@ -254,6 +266,8 @@ fn hold(a: &HoldArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&truth)?);
             println!("@exiting {}", mono_ns());
             std::io::stdout().flush()?;
+            // SAFETY: _exit ends the process at once; stdout was flushed above, and skipping the
+            // fd closes is the point (the kernel releases the lock in its exit path).
             unsafe { libc::_exit(0) };
         }
     }

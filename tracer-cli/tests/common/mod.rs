@@ -6,8 +6,10 @@ use std::path::Path;
 /// `what` is skipped, or panics where `cargo xtask test` said these tests must run
 /// (LOCKTRACE_REQUIRE_KERNEL_TESTS), so CI cannot pass by skipping them.
 pub fn kernel_tests_can_run(what: &str, extra: &[(bool, &str)]) -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let euid = unsafe { libc::geteuid() };
     let base = [
-        (unsafe { libc::geteuid() } == 0, "not root"),
+        (euid == 0, "not root"),
         (
             Path::new("/sys/kernel/btf/vmlinux").exists(),
             "no kernel BTF",

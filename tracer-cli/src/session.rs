@@ -1,23 +1,39 @@
-//! `locktrace record`: trace the system, or a command's process tree, until it ends.
+//! A recording session (`locktrace record`): trace the system, or a command's process tree, until
+//! it ends, with live output, and write the report.
 
 use std::{
-    ffi::CString,
     io::Write,
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
-use locktrace_report::{Drops, Report, ReportMeta, Source, render_text};
+use locktrace_report::{Drops, Report, ReportError, ReportMeta, Source, render_text};
 
-use locktrace::{
+use crate::{
+    Error,
     attach::AttachRequest,
+    child::{ChildError, HeldChild},
     filter::Filter,
     kernel,
     ledger::{Ledger, cstr},
     tracer::{Counters, Record, Tracer},
 };
+
+/// Why a session failed; each renders as one line (the report error's cause follows as its source).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Trace(#[from] Error),
+    #[error(transparent)]
+    Command(#[from] ChildError),
+    #[error("writing {}", path.display())]
+    WriteReport {
+        path: PathBuf,
+        #[source]
+        error: ReportError,
+    },
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LiveFormat {
@@ -56,10 +72,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 /// Runs a recording; returns the exit code to leave with (the command's, when there is one).
-pub fn run(mut opts: Options) -> Result<i32> {
+/// Installs SIGINT and SIGTERM handlers for the process: the first stops the recording.
+pub fn run(mut opts: Options) -> Result<i32, SessionError> {
     let mut child = match opts.command.split_first() {
         Some((program, args)) => {
-            let child = spawn_held(program, args)?;
+            let child = HeldChild::spawn(program, args)?;
             opts.filter.pids.push(child.id());
             Some(child)
         }
@@ -75,24 +92,13 @@ pub fn run(mut opts: Options) -> Result<i32> {
             return Err(e.into());
         }
     };
+    // SAFETY: on_signal is an extern "C" fn that only touches atomics, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     if !opts.quiet {
-        eprintln!(
-            "locktrace: tracing with {} hooks{}{}; Ctrl-C to stop",
-            tracer.mode,
-            if tracer.skipped.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", tracer.skipped.join("; "))
-            },
-            match &opts.command[..] {
-                [] => String::new(),
-                cmd => format!(", following `{}`", cmd.join(" ")),
-            }
-        );
+        eprintln!("{}", banner(&tracer, &opts.command));
     }
     let started = Instant::now();
     if let Some(c) = &mut child {
@@ -129,18 +135,7 @@ pub fn run(mut opts: Options) -> Result<i32> {
                 exit_code = code;
                 break;
             }
-            // The command shares our process group, so Ctrl-C already reached it: forwarding it
-            // again would look like a second, forcing Ctrl-C to tools like podman. A SIGTERM sent
-            // to locktrace alone is passed on; a second signal of any kind stops the command.
-            let signals = SIGNALS.load(Ordering::SeqCst);
-            if signals > forwarded {
-                if signals >= 2 {
-                    c.kill(libc::SIGKILL);
-                } else if TERMS.load(Ordering::SeqCst) > 0 {
-                    c.kill(libc::SIGTERM);
-                }
-                forwarded = signals;
-            }
+            forward_signals(c, &mut forwarded);
         } else if SIGNALS.load(Ordering::SeqCst) > 0 {
             break;
         }
@@ -161,7 +156,10 @@ pub fn run(mut opts: Options) -> Result<i32> {
     if let Some(path) = &opts.output {
         report
             .write(path)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .map_err(|error| SessionError::WriteReport {
+                path: path.clone(),
+                error,
+            })?;
     }
     if !opts.quiet {
         print_report(&report, opts.format);
@@ -170,6 +168,40 @@ pub fn run(mut opts: Options) -> Result<i32> {
         }
     }
     Ok(exit_code)
+}
+
+/// The line that says tracing has begun (tools wait for it), with the hooks used and why preferred
+/// ones were not.
+fn banner(tracer: &Tracer, command: &[String]) -> String {
+    let skipped = if tracer.skipped.is_empty() {
+        String::new()
+    } else {
+        let why: Vec<String> = tracer.skipped.iter().map(ToString::to_string).collect();
+        format!(" ({})", why.join("; "))
+    };
+    let following = match command {
+        [] => String::new(),
+        cmd => format!(", following `{}`", cmd.join(" ")),
+    };
+    format!(
+        "locktrace: tracing with {} hooks{skipped}{following}; Ctrl-C to stop",
+        tracer.mode
+    )
+}
+
+/// The command shares our process group, so Ctrl-C already reached it: forwarding it again would
+/// look like a second, forcing Ctrl-C to tools like podman. A SIGTERM sent to locktrace alone is
+/// passed on; a second signal of any kind stops the command. `forwarded` counts signals handled.
+fn forward_signals(child: &mut HeldChild, forwarded: &mut usize) {
+    let signals = SIGNALS.load(Ordering::SeqCst);
+    if signals > *forwarded {
+        if signals >= 2 {
+            child.kill(libc::SIGKILL);
+        } else if TERMS.load(Ordering::SeqCst) > 0 {
+            child.kill(libc::SIGTERM);
+        }
+        *forwarded = signals;
+    }
 }
 
 fn meta(
@@ -232,106 +264,5 @@ fn event_json(ev: &tracer_common::Event) -> serde_json::Value {
         "dev": kernel::user_dev(ev.dev),
         "ino": ev.ino,
         "name": cstr(&ev.name),
-    })
-}
-
-/// A command forked but held before `exec` until the tracer is attached, so its first lock is seen.
-/// (`std::process::Command` cannot do this: `spawn` itself waits for the `exec`.)
-struct HeldChild {
-    pid: libc::pid_t,
-    gate: Option<std::fs::File>,
-}
-
-impl HeldChild {
-    fn id(&self) -> u32 {
-        self.pid as u32
-    }
-
-    fn release(&mut self) -> Result<()> {
-        if let Some(mut gate) = self.gate.take() {
-            gate.write_all(b"go").context("starting the command")?;
-        }
-        Ok(())
-    }
-
-    fn kill(&mut self, signal: libc::c_int) {
-        unsafe { libc::kill(self.pid, signal) };
-    }
-
-    /// The exit code (128 + signal for a killed command) once it has exited.
-    fn try_wait(&mut self, block: bool) -> Result<Option<i32>> {
-        let mut status = 0;
-        let flags = if block { 0 } else { libc::WNOHANG };
-        let rc = unsafe { libc::waitpid(self.pid, &mut status, flags) };
-        if rc < 0 {
-            bail!(
-                "waiting for the command: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        Ok(Some(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        }))
-    }
-}
-
-/// Whether `program` names an executable, directly or through PATH (checked before forking, so a
-/// typo is one clear error instead of a traced failure).
-fn runnable(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &std::path::Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        return executable(std::path::Path::new(program));
-    }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
-    })
-}
-
-fn spawn_held(program: &str, args: &[String]) -> Result<HeldChild> {
-    if !runnable(program) {
-        bail!("cannot run {program}: no such executable");
-    }
-    let argv: Vec<CString> = std::iter::once(program)
-        .chain(args.iter().map(String::as_str))
-        .map(|a| CString::new(a).with_context(|| format!("argument {a:?} contains a NUL byte")))
-        .collect::<Result<_>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        bail!("creating a pipe: {}", std::io::Error::last_os_error());
-    }
-    let (read_end, write_end) = (fds[0], fds[1]);
-    // SAFETY: the child only calls async-signal-safe functions (close, read, execvp, write, _exit)
-    // on memory prepared before the fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        bail!("fork: {}", std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        unsafe {
-            libc::close(write_end);
-            let mut buf = [0u8; 2];
-            // Blocks until the tracer is attached (or the parent died: EOF, run anyway).
-            libc::read(read_end, buf.as_mut_ptr().cast(), buf.len());
-            libc::execvp(argv_ptrs[0], argv_ptrs.as_ptr());
-            let msg = b"locktrace: cannot run the command\n";
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
-        }
-    }
-    unsafe { libc::close(read_end) };
-    let gate = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_end) };
-    Ok(HeldChild {
-        pid,
-        gate: Some(gate),
     })
 }

@@ -1,0 +1,75 @@
+//! Safe wrappers over the BPF helpers the programs call: the kernel checks every pointer these are
+//! given, so each `unsafe` is argued once here instead of at every call site.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    },
+    programs::TracePointContext,
+};
+
+/// Plain integers: every bit pattern is a valid value, so a raw copy of kernel memory is one.
+pub trait Int: Copy {}
+impl Int for u8 {}
+impl Int for i16 {}
+impl Int for u32 {}
+impl Int for i32 {}
+impl Int for u64 {}
+impl Int for i64 {}
+
+/// Copies a `T` from kernel address `addr`.
+pub fn read_kernel<T: Int>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies with the kernel's fault-tolerant copy routine, so any
+    // address (even NULL or freed memory) yields an error instead of a fault, and T: Int accepts
+    // whatever bytes it copies.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// The `T` at byte `off` of the kernel object at `base`.
+pub fn read_at<T: Int>(base: u64, off: u64) -> Option<T> {
+    read_kernel(base + off)
+}
+
+/// Copies a `T` from user address `addr` of the current process.
+pub fn read_user<T: Int>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user faults are caught like the kernel read's above (an unmapped or
+    // hostile pointer passed to fcntl gives an error), and T: Int accepts any bytes.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// Copies the NUL-terminated string at kernel address `addr` into `dest`; returns its length
+/// without the NUL (at most `dest.len() - 1`).
+pub fn read_kernel_str(addr: u64, dest: &mut [u8]) -> Option<usize> {
+    // SAFETY: the helper writes at most dest.len() bytes (it is given the slice's length) and
+    // reads the source through the same fault-tolerant copy as read_kernel.
+    unsafe { bpf_probe_read_kernel_str_bytes(addr as *const u8, dest) }
+        .ok()
+        .map(<[u8]>::len)
+}
+
+/// The field at byte `off` of a classic tracepoint's record.
+pub fn tp_field<T: Int>(ctx: &TracePointContext, off: u64) -> Option<T> {
+    // SAFETY: `off` comes from this tracepoint's tracefs format (or the fixed syscall-tracepoint
+    // layout), so it lies inside the record the context points to; the copy is
+    // bpf_probe_read_kernel, which fails instead of faulting, and T: Int accepts any bytes.
+    unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock userspace reads too.
+pub fn now_ns() -> u64 {
+    // SAFETY: the helper takes no arguments and only reads the clock.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The current `task_struct`'s address, only ever dereferenced through [`read_at`].
+pub fn current_task() -> u64 {
+    // SAFETY: the helper takes no arguments; its result is used as a number, never as a pointer.
+    unsafe { bpf_get_current_task() }
+}
+
+/// The cgroup v2 id of the current task.
+pub fn current_cgroup_id() -> u64 {
+    // SAFETY: the helper takes no arguments and reads the current task's own cgroup.
+    unsafe { bpf_get_current_cgroup_id() }
+}
