@@ -16,6 +16,23 @@ pub const READY: &str = "ready";
 pub const GO: &str = "go";
 pub const STOP: &str = "stop";
 
+/// What a worker process does: one pull, or reader rounds until `stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Pull,
+    Read,
+}
+
+impl Role {
+    /// The `--role` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Pull => "pull",
+            Role::Read => "read",
+        }
+    }
+}
+
 /// A reader's store operation, each timed by the reader around the store-core call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

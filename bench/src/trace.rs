@@ -1,65 +1,21 @@
 //! Kernel-side figures: runs `locktrace record` around a mode's workers and reads its report.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use locktrace_report::{LockKey, Report, ReportMeta};
 
+use crate::model::{TraceMode, lock_name};
+use crate::text::log_tail;
+
 /// How long the tracer gets to attach before the workers start anyway.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the tracer gets to write its report after SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TraceMode {
-    /// Trace when `locktrace` is there and we are root; otherwise say so and go on.
-    Auto,
-    /// Trace or fail.
-    On,
-    Off,
-}
-
-impl FromStr for TraceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(TraceMode::Auto),
-            "on" => Ok(TraceMode::On),
-            "off" => Ok(TraceMode::Off),
-            other => Err(format!(
-                "unknown trace mode {other:?} (expected auto, on or off)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TraceMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TraceMode::Auto => "auto",
-            TraceMode::On => "on",
-            TraceMode::Off => "off",
-        })
-    }
-}
-
-impl TraceMode {
-    /// Why there are no kernel figures when no tracer ran.
-    pub fn skip_note(self) -> String {
-        match self {
-            TraceMode::Off => "kernel tracing off (--trace off)".to_string(),
-            TraceMode::Auto | TraceMode::On => {
-                "kernel tracing skipped (locktrace missing or not root)".to_string()
-            }
-        }
-    }
-}
 
 /// A usable `locktrace` binary.
 pub struct Tracer {
@@ -177,7 +133,7 @@ impl Session {
     }
 
     fn log_tail(&self) -> String {
-        crate::log_tail(&self.log)
+        log_tail(&self.log)
     }
 }
 
@@ -193,7 +149,7 @@ pub fn only_under(mut report: Report, root: &Path) -> Report {
 }
 
 /// This run's locks, named as the store report names them (path relative to the worker's store,
-/// `results::lock_name`), without path, device or inode, and one entry per name however many of the
+/// `model::lock_name`), without path, device or inode, and one entry per name however many of the
 /// `roots` (one per worker in isolated mode) hold that lock. So `combine` can add up repetitions
 /// without the report's shape depending on --repeat or on where the stores were. Locks outside
 /// `roots` are dropped, as in `only_under`.
@@ -204,7 +160,7 @@ pub fn by_store_name(mut report: Report, roots: &[PathBuf]) -> Result<Report> {
         .filter_map(|mut lock| {
             let path = lock_path(&lock.key, &files)?;
             let root = roots.iter().find(|r| path.starts_with(r))?;
-            lock.key = LockKey::named(crate::results::lock_name(&path, root));
+            lock.key = LockKey::named(lock_name(&path, root));
             Some(lock)
         })
         .collect();
@@ -361,10 +317,7 @@ mod tests {
         assert_eq!(holds(&twice), expect(2));
         // The names are the store report's: the same function names the store's locks.
         let layers = roots[1].join("overlay-layers/layers.lock");
-        assert_eq!(
-            crate::results::lock_name(&layers, &roots[1]),
-            "overlay-layers/layers.lock"
-        );
+        assert_eq!(lock_name(&layers, &roots[1]), "overlay-layers/layers.lock");
         for report in [&once, &twice] {
             assert_eq!(report.meta.source, ReportSource::Kernel);
             assert_eq!(report.meta.command, store_meta.command);

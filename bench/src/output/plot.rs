@@ -10,8 +10,8 @@ use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::results::BenchReport;
-use crate::scenario::{BenchMode, ModeSamples};
+use crate::model::{BenchMode, BenchReport, ModeSamples};
+use crate::text::one_line;
 
 /// One rendered plot, already written to `plots/<file>`; `svg` is inlined into report.html.
 pub struct Plot {
@@ -52,7 +52,7 @@ pub fn render_all(report: &BenchReport, samples: &[ModeSamples], out: &Path) -> 
     let mut keep = |r: Result<Option<Plot>>| match r {
         Ok(Some(p)) => plots.push(p),
         Ok(None) => {}
-        Err(e) => eprintln!("lockbench: note: {}", crate::one_line(&e)),
+        Err(e) => eprintln!("lockbench: note: {}", one_line(&e)),
     };
     keep(cdfs(report, false, &dir));
     for s in samples {
