@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use clap::Args;
 use store_core::ExtractMode;
 
+use crate::error::{Error, Result};
 use crate::imagegen::{Compression, GenSpec};
 use crate::model::{BenchMode, PodmanConfig, PullConfig, READY_TIMEOUT, RunConfig, TraceMode};
 use crate::size::ByteSize;
@@ -154,13 +154,15 @@ impl RunArgs {
     /// The run's config; `command` is the command line for the reports.
     pub fn config(self, command: Vec<String>) -> Result<RunConfig> {
         if self.pulls == 0 {
-            bail!("--pulls must be at least 1");
+            return Err(Error::Invalid("--pulls must be at least 1".into()));
         }
         if self.repeat == 0 {
-            bail!("--repeat must be at least 1");
+            return Err(Error::Invalid("--repeat must be at least 1".into()));
         }
         if self.modes.is_empty() {
-            bail!("--modes must name at least one of locked, staged, isolated");
+            return Err(Error::Invalid(
+                "--modes must name at least one of locked, staged, isolated".into(),
+            ));
         }
         Ok(RunConfig {
             pulls: self.pulls,
@@ -211,7 +213,7 @@ impl ComparePodmanArgs {
     /// The comparison's config; `command` is the command line for the report.
     pub fn config(self, command: Vec<String>) -> Result<PodmanConfig> {
         if self.pulls == 0 {
-            bail!("--pulls must be at least 1");
+            return Err(Error::Invalid("--pulls must be at least 1".into()));
         }
         Ok(PodmanConfig {
             pulls: self.pulls,
@@ -237,10 +239,10 @@ fn ready_timeout() -> Result<Duration> {
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&secs| secs > 0)
         .map(Duration::from_secs)
-        .with_context(|| {
-            format!(
+        .ok_or_else(|| {
+            Error::Invalid(format!(
                 "{READY_TIMEOUT_ENV}={}: expected a whole number of seconds above 0",
                 value.to_string_lossy()
-            )
+            ))
         })
 }

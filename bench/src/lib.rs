@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod error;
 pub mod imagegen;
 pub mod model;
 pub mod output;

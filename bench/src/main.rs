@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     match try_main(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lockbench: error: {}", one_line(&e));
+            eprintln!("lockbench: error: {}", one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -59,7 +59,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => demo::run(&args.config(command())?)?,
         Command::ComparePodman(args) => compare_podman::run(&args.config(command())?)?,
-        Command::Worker(args) => return worker::run(&args),
+        Command::Worker(args) => return Ok(worker::run(&args)?),
     };
     Ok(if ok {
         ExitCode::SUCCESS

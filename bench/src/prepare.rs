@@ -6,9 +6,9 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use store_core::{ExtractMode, Store, StoreOptions};
 
+use crate::error::{Context, Result};
 use crate::imagegen::{self, Compression, GenSet, GenSpec, ImageInfo, ImageSpec};
 use crate::progress::byte_bar;
 use crate::size::ByteSize;
@@ -16,7 +16,8 @@ use crate::size::ByteSize;
 /// Creates `out` and returns it absolute: the kernel reports lock paths absolute.
 pub fn out_dir(out: &Path) -> Result<PathBuf> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    Ok(out.canonicalize()?)
+    out.canonicalize()
+        .with_context(|| format!("resolving {}", out.display()))
 }
 
 /// The image set in `dir`, generated or reused (the bool says reused).
@@ -61,7 +62,11 @@ pub fn warm_page_cache(set: &GenSet) -> Result<()> {
                 .join("blobs/sha256")
                 .join(layer.digest.trim_start_matches("sha256:"));
             let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            while f.read(&mut buf)? > 0 {}
+            while f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?
+                > 0
+            {}
         }
     }
     Ok(())

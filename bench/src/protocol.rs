@@ -8,9 +8,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use store_core::{Observer, StoreEvent};
+
+use crate::error::{Context, Error, Result};
 
 pub const READY: &str = "ready";
 pub const GO: &str = "go";
@@ -144,7 +145,7 @@ impl Sink {
         match writer.map(JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(e))) => Err(e).context("writing events file"),
-            Some(Err(_)) => anyhow::bail!("events writer thread panicked"),
+            Some(Err(_)) => Err(Error::Worker("events writer thread panicked".into())),
         }
     }
 }

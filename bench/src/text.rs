@@ -1,5 +1,6 @@
 //! Error and log text on one line: what every failure message and note is built from.
 
+use std::error::Error;
 use std::path::Path;
 
 /// `": <last non-empty line>"` of a log file, or nothing: the most useful part of a child's stderr.
@@ -18,9 +19,9 @@ pub fn log_tail(path: &Path) -> String {
 
 /// The error and its causes on one line, skipping a cause whose text the message before it already
 /// ends with (errors that print their source themselves would otherwise repeat it).
-pub fn one_line(e: &anyhow::Error) -> String {
+pub fn one_line(e: &(dyn Error + 'static)) -> String {
     let mut out = String::new();
-    for cause in e.chain() {
+    for cause in std::iter::successors(Some(e), |&e| e.source()) {
         let text = cause.to_string();
         if !out.ends_with(&text) {
             if !out.is_empty() {
@@ -49,10 +50,24 @@ mod tests {
         }
     }
 
+    /// What was being done, above `Repeats`.
+    #[derive(Debug)]
+    struct Doing(Repeats);
+    impl std::fmt::Display for Doing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("pulling img-00")
+        }
+    }
+    impl std::error::Error for Doing {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
     #[test]
     fn one_line_keeps_context_and_drops_repeated_causes() {
         let io = std::io::Error::other("disk full");
-        let e = anyhow::Error::new(Repeats(io)).context("pulling img-00");
+        let e = Doing(Repeats(io));
         assert_eq!(one_line(&e), "pulling img-00: writing f.dat: disk full");
     }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use locktrace_report::{LockKey, Report, ReportMeta};
+use locktrace_report::{LockKey, Report, ReportError, ReportMeta};
 
+use crate::error::{Context, Error, Result};
 use crate::model::{TraceMode, lock_name};
 use crate::text::log_tail;
 
@@ -50,7 +50,7 @@ impl Tracer {
                 .to_string(),
         };
         if mode == TraceMode::On {
-            bail!("--trace on: {problem}");
+            return Err(Error::Tracer(format!("--trace on: {problem}")));
         }
         eprintln!("note: {problem}; kernel figures skipped, store-clock figures only");
         Ok(None)
@@ -84,11 +84,11 @@ impl Session {
     fn wait_attached(&mut self) -> Result<()> {
         let started = Instant::now();
         while started.elapsed() < ATTACH_TIMEOUT {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
+            if let Some(status) = self.try_wait()? {
+                return Err(Error::Tracer(format!(
                     "locktrace record exited early ({status}){}",
                     self.log_tail()
-                );
+                )));
             }
             let log = fs::read_to_string(&self.log)
                 .unwrap_or_default()
@@ -98,11 +98,11 @@ impl Session {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!(
+        Err(Error::Tracer(format!(
             "locktrace record did not attach within {}s{}",
             ATTACH_TIMEOUT.as_secs(),
             self.log_tail()
-        )
+        )))
     }
 
     /// Stops the tracer with SIGINT (it then writes its report) and reads the report.
@@ -111,25 +111,34 @@ impl Session {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let started = Instant::now();
         let status = loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.try_wait()? {
                 break status;
             }
             if started.elapsed() > STOP_TIMEOUT {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!(
+                return Err(Error::Tracer(format!(
                     "locktrace record did not stop within {}s{}",
                     STOP_TIMEOUT.as_secs(),
                     self.log_tail()
-                );
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         if !status.success() {
-            bail!("locktrace record failed ({status}){}", self.log_tail());
+            return Err(Error::Tracer(format!(
+                "locktrace record failed ({status}){}",
+                self.log_tail()
+            )));
         }
         Report::read(&self.report)
             .with_context(|| format!("reading the kernel report {}", self.report.display()))
+    }
+
+    fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        self.child
+            .try_wait()
+            .context("waiting for locktrace record")
     }
 
     fn log_tail(&self) -> String {
@@ -171,7 +180,7 @@ pub fn by_store_name(mut report: Report, roots: &[PathBuf]) -> Result<Report> {
 /// One mode's kernel report over all its traced repetitions (each from `by_store_name`), added up
 /// like the store report `like`, whose command and labels it takes: they describe the lockbench
 /// run, where a single repetition's would name its own `locktrace record` command.
-pub fn combine(reports: &[Report], like: &ReportMeta) -> Result<Option<Report>> {
+pub fn combine(reports: &[Report], like: &ReportMeta) -> Result<Option<Report>, ReportError> {
     if reports.is_empty() {
         return Ok(None);
     }

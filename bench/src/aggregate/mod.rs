@@ -6,10 +6,10 @@ pub mod targets;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
 use locktrace_report::{Actor, LockKey, Metric, Mode, Recorder, ReportMeta, Source};
 use store_core::EventKind;
 
+use crate::error::{Context, Result};
 use crate::model::{
     BenchMode, Latency, LockSpan, ModeResult, ModeSamples, OpSample, Phase, PullResult,
     ReaderFigures, RunConfig, kernel_release, lock_name, percentile,

@@ -7,10 +7,10 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use locktrace_report::write_atomic;
 use serde::Serialize;
 
+use crate::error::{Context, Result};
 use crate::model::{BenchReport, ModeSamples, PodmanReport};
 use table::Table;
 

@@ -4,12 +4,12 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
 use locktrace_report::write_atomic;
 use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::error::{Context, Error, Result};
 use crate::model::{BenchMode, BenchReport, ModeSamples};
 use crate::text::one_line;
 
@@ -37,8 +37,8 @@ fn mode_color(mode: BenchMode) -> RGBColor {
     }
 }
 
-fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("plotting: {e}")
+fn plot_err(e: impl std::fmt::Display) -> Error {
+    Error::Plot(e.to_string())
 }
 
 /// Renders every plot and writes each once to `out/plots/`. A plot that fails to render or write

@@ -5,21 +5,19 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
 use locktrace_report::{Report, human_duration};
 
+use crate::error::{Context, Result};
 use crate::imagegen::GenSet;
 use crate::model::{Latency, PODMAN_SCHEMA, PodmanConfig, PodmanMode, PodmanReport, TraceMode};
 use crate::output;
 use crate::prepare;
+use crate::supervise::MODE_TIMEOUT;
 use crate::supervise::podman::{self as pulls, PodmanCommand};
 use crate::text::one_line;
 use crate::trace::{Session, Tracer, only_under};
-
-/// Longest one mode may run before the remaining podman processes are killed.
-const MODE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Runs both modes; false when a pull failed (the report is written either way).
 pub fn run(cfg: &PodmanConfig) -> Result<bool> {

@@ -6,10 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use locktrace_report::human_duration;
 
 use crate::aggregate::{self, ModeAcc, RunOutcome};
+use crate::error::{Context, Result};
 use crate::imagegen::{GenSet, ImageInfo};
 use crate::model::{
     BenchMode, BenchReport, ImageFigures, ModeResult, ModeSamples, Params, RunConfig, SCHEMA,
@@ -179,7 +179,9 @@ fn run_once(
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     // Absolute, as the kernel reports lock paths.
-    let stores = stores.canonicalize()?;
+    let stores = stores
+        .canonicalize()
+        .with_context(|| format!("resolving {}", stores.display()))?;
     let specs = worker_specs(cfg, mode, set, base, &stores)?;
     let mut roots: Vec<PathBuf> = specs.iter().map(|s| s.store.clone()).collect();
     roots.sort();

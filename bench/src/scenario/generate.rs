@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
-
+use crate::error::Result;
 use crate::imagegen::{self, GenSpec};
 use crate::progress::byte_bar;
 use crate::size::ByteSize;

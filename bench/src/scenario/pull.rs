@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use store_core::{Store, StoreOptions};
 
+use crate::error::{Context, Result};
 use crate::model::PullConfig;
 use crate::reference::ImageRef;
 use crate::size::ByteSize;

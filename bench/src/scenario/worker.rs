@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use clap::Args;
 use store_core::{ExtractMode, Store, StoreOptions, monotonic_ns};
 
+use crate::error::{Context, Error, Result};
 use crate::protocol::{GO, READY, ReaderOp, Record, Role, STOP, Sink};
 use crate::reference::ImageRef;
 use crate::text::one_line;
@@ -72,12 +72,17 @@ fn work(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
         .with_context(|| format!("opening store {}", args.store.display()))?;
     let mut stdin = io::stdin().lock();
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{READY}")?;
-    stdout.flush()?;
+    writeln!(stdout, "{READY}")
+        .and_then(|()| stdout.flush())
+        .context("telling the parent the store is open")?;
     let mut line = String::new();
-    stdin.read_line(&mut line)?;
+    stdin
+        .read_line(&mut line)
+        .context("waiting for the parent's start signal")?;
     if line.trim() != GO {
-        bail!("parent went away before the start signal");
+        return Err(Error::Worker(
+            "parent went away before the start signal".into(),
+        ));
     }
     match args.role {
         Role::Pull => pull(args, &store, sink),
@@ -139,7 +144,9 @@ fn read(args: &WorkerArgs, store: &Store, sink: &Sink) -> Result<()> {
         std::thread::sleep(Duration::from_millis(args.pause_ms));
     }
     if errors > 0 {
-        bail!("{errors} of the reader's store operations failed (see its events file)");
+        return Err(Error::Worker(format!(
+            "{errors} of the reader's store operations failed (see its events file)"
+        )));
     }
     Ok(())
 }

@@ -11,15 +11,16 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use store_core::monotonic_ns;
 
+use crate::error::{Context, Result};
 use crate::model::{BenchMode, RunConfig};
 use crate::protocol::{GO, READY, Role, STOP};
 use crate::text::log_tail;
 
-/// Longest a mode may run before its remaining workers are killed and the run marked failed.
+/// Longest a mode may run before its remaining workers (or podman pulls) are killed and the run
+/// marked failed.
 pub const MODE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long readers get to finish their round after `stop`.
 const READER_GRACE: Duration = Duration::from_secs(30);
@@ -116,7 +117,10 @@ pub fn drive(
                         bar.inc(1);
                     }
                     Ok(None) => pending += 1,
-                    Err(e) => bail!("waiting for worker {}: {e}", w.spec.label),
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("waiting for worker {}", w.spec.label));
+                    }
                 }
             }
         }
@@ -147,7 +151,8 @@ pub fn drive(
     let grace = Instant::now();
     for w in workers.iter_mut().filter(|w| w.status.is_none()) {
         loop {
-            match w.child.try_wait()? {
+            let waited = w.child.try_wait();
+            match waited.with_context(|| format!("waiting for worker {}", w.spec.label))? {
                 Some(status) => {
                     w.status = Some(status);
                     break;

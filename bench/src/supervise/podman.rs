@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-
+use crate::error::{Context, Result};
 use crate::imagegen::ImageInfo;
 use crate::model::PullResult;
 use crate::text::log_tail;
@@ -74,11 +73,17 @@ pub fn runroot(store: &str) -> PathBuf {
 pub fn wait_all(pulls: &mut [Pull], started: Instant, timeout: Duration) -> Result<()> {
     while pulls.iter().any(|p| p.took.is_none()) {
         for p in pulls.iter_mut().filter(|p| p.took.is_none()) {
-            if let Some(status) = p.child.try_wait()? {
+            let waited = p.child.try_wait();
+            if let Some(status) =
+                waited.with_context(|| format!("waiting for podman {}", p.label))?
+            {
                 p.took = Some((started.elapsed(), status));
             } else if started.elapsed() > timeout {
                 let _ = p.child.kill();
-                let status = p.child.wait()?;
+                let status = p
+                    .child
+                    .wait()
+                    .with_context(|| format!("waiting for podman {}", p.label))?;
                 p.took = Some((started.elapsed(), status));
                 p.timed_out = true;
             }
