@@ -106,26 +106,34 @@ pub fn drive(
             send(w, GO);
         }
     }
+    wait_for_pulls(workers, bar, failures)?;
+    bar.finish_and_clear();
+    stop_readers(workers, failures)?;
+    Ok(t0)
+}
+
+/// Waits until every pull worker has exited; those still running after MODE_TIMEOUT are killed.
+fn wait_for_pulls(
+    workers: &mut [Running],
+    bar: &ProgressBar,
+    failures: &mut Vec<String>,
+) -> Result<()> {
     let started = Instant::now();
     loop {
         let mut pending = 0;
         for w in workers.iter_mut().filter(|w| w.spec.role == Role::Pull) {
             if w.status.is_none() {
-                match w.child.try_wait() {
-                    Ok(Some(status)) => {
+                match w.try_wait()? {
+                    Some(status) => {
                         w.status = Some(status);
                         bar.inc(1);
                     }
-                    Ok(None) => pending += 1,
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("waiting for worker {}", w.spec.label));
-                    }
+                    None => pending += 1,
                 }
             }
         }
         if pending == 0 {
-            break;
+            return Ok(());
         }
         if started.elapsed() > MODE_TIMEOUT {
             for w in workers.iter_mut().filter(|w| w.status.is_none()) {
@@ -137,11 +145,15 @@ pub fn drive(
                 );
                 give_up(w, why, failures)?;
             }
-            break;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bar.finish_and_clear();
+}
+
+/// Tells the readers to stop and closes every worker's stdin; waits READER_GRACE for the workers
+/// still running, then kills them.
+fn stop_readers(workers: &mut [Running], failures: &mut Vec<String>) -> Result<()> {
     for w in workers.iter_mut() {
         if w.spec.role == Role::Read {
             send(w, STOP);
@@ -151,8 +163,7 @@ pub fn drive(
     let grace = Instant::now();
     for w in workers.iter_mut().filter(|w| w.status.is_none()) {
         loop {
-            let waited = w.child.try_wait();
-            match waited.with_context(|| format!("waiting for worker {}", w.spec.label))? {
+            match w.try_wait()? {
                 Some(status) => {
                     w.status = Some(status);
                     break;
@@ -171,7 +182,16 @@ pub fn drive(
             }
         }
     }
-    Ok(t0)
+    Ok(())
+}
+
+impl Running {
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let label = &self.spec.label;
+        self.child
+            .try_wait()
+            .with_context(|| format!("waiting for worker {label}"))
+    }
 }
 
 /// Per worker: whether it printed `ready` (false: it exited first). Workers still silent after
