@@ -8,13 +8,31 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use store_core::{Observer, StoreEvent};
+
+use crate::error::{Context, Error, Result};
 
 pub const READY: &str = "ready";
 pub const GO: &str = "go";
 pub const STOP: &str = "stop";
+
+/// What a worker process does: one pull, or reader rounds until `stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Pull,
+    Read,
+}
+
+impl Role {
+    /// The `--role` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Pull => "pull",
+            Role::Read => "read",
+        }
+    }
+}
 
 /// A reader's store operation, each timed by the reader around the store-core call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,7 +145,7 @@ impl Sink {
         match writer.map(JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(e))) => Err(e).context("writing events file"),
-            Some(Err(_)) => anyhow::bail!("events writer thread panicked"),
+            Some(Err(_)) => Err(Error::Worker("events writer thread panicked".into())),
         }
     }
 }

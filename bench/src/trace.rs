@@ -1,65 +1,21 @@
 //! Kernel-side figures: runs `locktrace record` around a mode's workers and reads its report.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use locktrace_report::{LockKey, Report, ReportMeta};
+use locktrace_report::{LockKey, Report, ReportError, ReportMeta};
+
+use crate::error::{Context, Error, Result};
+use crate::model::{TraceMode, lock_name};
+use crate::text::log_tail;
 
 /// How long the tracer gets to attach before the workers start anyway.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the tracer gets to write its report after SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TraceMode {
-    /// Trace when `locktrace` is there and we are root; otherwise say so and go on.
-    Auto,
-    /// Trace or fail.
-    On,
-    Off,
-}
-
-impl FromStr for TraceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(TraceMode::Auto),
-            "on" => Ok(TraceMode::On),
-            "off" => Ok(TraceMode::Off),
-            other => Err(format!(
-                "unknown trace mode {other:?} (expected auto, on or off)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TraceMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TraceMode::Auto => "auto",
-            TraceMode::On => "on",
-            TraceMode::Off => "off",
-        })
-    }
-}
-
-impl TraceMode {
-    /// Why there are no kernel figures when no tracer ran.
-    pub fn skip_note(self) -> String {
-        match self {
-            TraceMode::Off => "kernel tracing off (--trace off)".to_string(),
-            TraceMode::Auto | TraceMode::On => {
-                "kernel tracing skipped (locktrace missing or not root)".to_string()
-            }
-        }
-    }
-}
 
 /// A usable `locktrace` binary.
 pub struct Tracer {
@@ -94,7 +50,7 @@ impl Tracer {
                 .to_string(),
         };
         if mode == TraceMode::On {
-            bail!("--trace on: {problem}");
+            return Err(Error::Tracer(format!("--trace on: {problem}")));
         }
         eprintln!("note: {problem}; kernel figures skipped, store-clock figures only");
         Ok(None)
@@ -128,11 +84,11 @@ impl Session {
     fn wait_attached(&mut self) -> Result<()> {
         let started = Instant::now();
         while started.elapsed() < ATTACH_TIMEOUT {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
+            if let Some(status) = self.try_wait()? {
+                return Err(Error::Tracer(format!(
                     "locktrace record exited early ({status}){}",
                     self.log_tail()
-                );
+                )));
             }
             let log = fs::read_to_string(&self.log)
                 .unwrap_or_default()
@@ -142,11 +98,11 @@ impl Session {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!(
+        Err(Error::Tracer(format!(
             "locktrace record did not attach within {}s{}",
             ATTACH_TIMEOUT.as_secs(),
             self.log_tail()
-        )
+        )))
     }
 
     /// Stops the tracer with SIGINT (it then writes its report) and reads the report.
@@ -155,29 +111,38 @@ impl Session {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let started = Instant::now();
         let status = loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.try_wait()? {
                 break status;
             }
             if started.elapsed() > STOP_TIMEOUT {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!(
+                return Err(Error::Tracer(format!(
                     "locktrace record did not stop within {}s{}",
                     STOP_TIMEOUT.as_secs(),
                     self.log_tail()
-                );
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         if !status.success() {
-            bail!("locktrace record failed ({status}){}", self.log_tail());
+            return Err(Error::Tracer(format!(
+                "locktrace record failed ({status}){}",
+                self.log_tail()
+            )));
         }
         Report::read(&self.report)
             .with_context(|| format!("reading the kernel report {}", self.report.display()))
     }
 
+    fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        self.child
+            .try_wait()
+            .context("waiting for locktrace record")
+    }
+
     fn log_tail(&self) -> String {
-        crate::log_tail(&self.log)
+        log_tail(&self.log)
     }
 }
 
@@ -193,7 +158,7 @@ pub fn only_under(mut report: Report, root: &Path) -> Report {
 }
 
 /// This run's locks, named as the store report names them (path relative to the worker's store,
-/// `results::lock_name`), without path, device or inode, and one entry per name however many of the
+/// `model::lock_name`), without path, device or inode, and one entry per name however many of the
 /// `roots` (one per worker in isolated mode) hold that lock. So `combine` can add up repetitions
 /// without the report's shape depending on --repeat or on where the stores were. Locks outside
 /// `roots` are dropped, as in `only_under`.
@@ -204,7 +169,7 @@ pub fn by_store_name(mut report: Report, roots: &[PathBuf]) -> Result<Report> {
         .filter_map(|mut lock| {
             let path = lock_path(&lock.key, &files)?;
             let root = roots.iter().find(|r| path.starts_with(r))?;
-            lock.key = LockKey::named(crate::results::lock_name(&path, root));
+            lock.key = LockKey::named(lock_name(&path, root));
             Some(lock)
         })
         .collect();
@@ -215,7 +180,7 @@ pub fn by_store_name(mut report: Report, roots: &[PathBuf]) -> Result<Report> {
 /// One mode's kernel report over all its traced repetitions (each from `by_store_name`), added up
 /// like the store report `like`, whose command and labels it takes: they describe the lockbench
 /// run, where a single repetition's would name its own `locktrace record` command.
-pub fn combine(reports: &[Report], like: &ReportMeta) -> Result<Option<Report>> {
+pub fn combine(reports: &[Report], like: &ReportMeta) -> Result<Option<Report>, ReportError> {
     if reports.is_empty() {
         return Ok(None);
     }
@@ -361,10 +326,7 @@ mod tests {
         assert_eq!(holds(&twice), expect(2));
         // The names are the store report's: the same function names the store's locks.
         let layers = roots[1].join("overlay-layers/layers.lock");
-        assert_eq!(
-            crate::results::lock_name(&layers, &roots[1]),
-            "overlay-layers/layers.lock"
-        );
+        assert_eq!(lock_name(&layers, &roots[1]), "overlay-layers/layers.lock");
         for report in [&once, &twice] {
             assert_eq!(report.meta.source, ReportSource::Kernel);
             assert_eq!(report.meta.command, store_meta.command);

@@ -188,10 +188,8 @@ fn pull_of_missing_dir_fails_naming_it() {
     );
 }
 
-#[test]
-fn pull_of_unknown_tag_fails_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let images = dir.path().join("images");
+/// `lockbench gen` of one one-layer image into `images`; returns its layout directory.
+fn gen_one_image(images: &Path) -> std::path::PathBuf {
     let generated = lockbench(&[
         "gen",
         "--out",
@@ -204,18 +202,27 @@ fn pull_of_unknown_tag_fails_naming_it() {
         "64K",
     ]);
     assert!(generated.status.success(), "{}", text(&generated).1);
+    images.join("img-00")
+}
+
+/// `lockbench pull --mode locked REFERENCE` into `store`.
+fn pull_into(store: &Path, reference: &str) -> Output {
+    lockbench(&[
+        "pull",
+        "--store",
+        store.to_str().unwrap(),
+        "--mode",
+        "locked",
+        reference,
+    ])
+}
+
+#[test]
+fn pull_of_unknown_tag_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
     let store = dir.path().join("store");
-    let image = images.join("img-00");
-    let pull = |reference: String| {
-        lockbench(&[
-            "pull",
-            "--store",
-            store.to_str().unwrap(),
-            "--mode",
-            "locked",
-            &reference,
-        ])
-    };
+    let pull = |reference: String| pull_into(&store, &reference);
     let result = pull(format!("{}:nosuchtag", image.display()));
     let (_, stderr) = text(&result);
     assert!(!result.status.success());
@@ -224,6 +231,57 @@ fn pull_of_unknown_tag_fails_naming_it() {
     let ok = pull(format!("{}:latest", image.display()));
     assert!(ok.status.success(), "{}", text(&ok).1);
     assert!(text(&ok).0.contains("1 layers created"));
+}
+
+/// The manifest digest index.json lists for the only image in `image`.
+fn manifest_digest(image: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(image.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn pull_by_digest_takes_the_manifest_index_json_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
+    let digest = manifest_digest(&image);
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let result = pull_into(
+        &dir.path().join("store"),
+        &format!("{}@{digest}", image.display()),
+    );
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stdout.contains("1 layers created"), "{stdout}");
+}
+
+#[test]
+fn pull_by_bad_digest_fails_on_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
+    let store = dir.path().join("store");
+    let absent = format!("sha256:{}", "0".repeat(64));
+    for (digest, says) in [
+        ("sha256:1234", "64 lowercase hex digits"),
+        ("md5:0123456789abcdef", "64 lowercase hex digits"),
+        (absent.as_str(), "no image with reference"),
+    ] {
+        let result = pull_into(&store, &format!("{}@{digest}", image.display()));
+        let (_, stderr) = text(&result);
+        assert!(!result.status.success(), "{digest} was pulled");
+        assert!(
+            stderr.contains(digest) && stderr.contains(says),
+            "unclear error for {digest}: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "error is not one line: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -439,19 +497,42 @@ fn sibling_locktrace() -> Option<std::path::PathBuf> {
     bin.is_file().then_some(bin)
 }
 
+/// Runs a copy of lockbench that has no `locktrace` next to it, with `args` and a PATH without
+/// `locktrace` either: where lockbench looks for the tracer, there is none.
+fn lockbench_without_locktrace(dir: &Path, args: &[&str]) -> Output {
+    let bin = dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    // A copy, not a link: lockbench looks next to the file it runs from.
+    let exe = bin.join("lockbench");
+    fs::copy(env!("CARGO_BIN_EXE_lockbench"), &exe).unwrap();
+    let mut tries = 0;
+    loop {
+        // Another test's fork may briefly hold the copy open for writing (ETXTBSY).
+        match Command::new(&exe).args(args).env("PATH", &bin).output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.expect("lockbench runs"),
+        }
+    }
+}
+
 #[test]
 fn trace_on_without_locktrace_fails_clearly() {
-    if sibling_locktrace().is_some() {
-        eprintln!("skipped: locktrace is built next to lockbench, so --trace on would trace");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let result = Command::new(env!("CARGO_BIN_EXE_lockbench"))
-        .args(["run", "--trace", "on", "--quiet", "--out"])
-        .arg(dir.path())
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
+    let out = dir.path().join("out");
+    let result = lockbench_without_locktrace(
+        dir.path(),
+        &[
+            "run",
+            "--trace",
+            "on",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     let (_, stderr) = text(&result);
     assert!(!result.status.success());
     assert!(
@@ -459,7 +540,11 @@ fn trace_on_without_locktrace_fails_clearly() {
         "{stderr}"
     );
     assert!(
-        !dir.path().join("images").exists(),
+        stderr.contains("neither next to lockbench nor on PATH"),
+        "not the missing-tracer error: {stderr}"
+    );
+    assert!(
+        !out.join("images").exists(),
         "failed late, after generating images"
     );
 }

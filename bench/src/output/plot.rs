@@ -4,14 +4,14 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
 use locktrace_report::write_atomic;
 use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::results::BenchReport;
-use crate::scenario::{BenchMode, ModeSamples};
+use crate::error::{Context, Error, Result};
+use crate::model::{BenchMode, BenchReport, ModeSamples};
+use crate::text::one_line;
 
 /// One rendered plot, already written to `plots/<file>`; `svg` is inlined into report.html.
 pub struct Plot {
@@ -37,8 +37,8 @@ fn mode_color(mode: BenchMode) -> RGBColor {
     }
 }
 
-fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("plotting: {e}")
+fn plot_err(e: impl std::fmt::Display) -> Error {
+    Error::Plot(e.to_string())
 }
 
 /// Renders every plot and writes each once to `out/plots/`. A plot that fails to render or write
@@ -52,7 +52,7 @@ pub fn render_all(report: &BenchReport, samples: &[ModeSamples], out: &Path) -> 
     let mut keep = |r: Result<Option<Plot>>| match r {
         Ok(Some(p)) => plots.push(p),
         Ok(None) => {}
-        Err(e) => eprintln!("lockbench: note: {}", crate::one_line(&e)),
+        Err(e) => eprintln!("lockbench: note: {}", one_line(&e)),
     };
     keep(cdfs(report, false, &dir));
     for s in samples {

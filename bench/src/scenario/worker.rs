@@ -8,17 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use store_core::{ExtractMode, Store, StoreOptions, monotonic_ns};
 
-use crate::protocol::{GO, READY, ReaderOp, Record, STOP, Sink};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    Pull,
-    Read,
-}
+use crate::error::{Context, Error, Result};
+use crate::protocol::{GO, READY, ReaderOp, Record, Role, STOP, Sink};
+use crate::reference::ImageRef;
+use crate::text::one_line;
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -34,7 +30,7 @@ pub struct WorkerArgs {
     /// NDJSON events file.
     #[arg(long)]
     pub events: PathBuf,
-    /// Pull: the OCI layout `DIR[:TAG]`. Read: the store image to create containers from.
+    /// Pull: the OCI layout `DIR[:TAG]` or `DIR@sha256:…`. Read: the store image to create containers from.
     #[arg(long)]
     pub image: String,
     /// Nice increment for the extraction threads (store-core's `extract_nice`).
@@ -48,26 +44,13 @@ pub struct WorkerArgs {
     pub pause_ms: u64,
 }
 
-/// Splits `DIR[:TAG]`: a path that exists as a whole wins, so directories with `:` still work.
-pub fn split_reference(reference: &str) -> (PathBuf, Option<String>) {
-    let whole = PathBuf::from(reference);
-    if whole.exists() {
-        return (whole, None);
-    }
-    match reference.rsplit_once(':') {
-        Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() && !tag.contains('/') => {
-            (PathBuf::from(dir), Some(tag.to_string()))
-        }
-        _ => (whole, None),
-    }
-}
-
-pub fn main(args: WorkerArgs) -> Result<ExitCode> {
+/// Runs one worker; its fatal error is also the last record of its events file.
+pub fn run(args: &WorkerArgs) -> Result<ExitCode> {
     let sink = Arc::new(Sink::create(&args.events)?);
-    let result = run(&args, &sink);
+    let result = work(args, &sink);
     if let Err(e) = &result {
         sink.write(Record::Error {
-            message: crate::one_line(e),
+            message: one_line(e),
         });
     }
     // Even after a failure the events so far are worth keeping.
@@ -77,7 +60,7 @@ pub fn main(args: WorkerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
+fn work(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
     let observer: Arc<dyn store_core::Observer> = sink.clone();
     let opts = StoreOptions {
         extract_mode: args.mode,
@@ -89,12 +72,17 @@ fn run(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
         .with_context(|| format!("opening store {}", args.store.display()))?;
     let mut stdin = io::stdin().lock();
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{READY}")?;
-    stdout.flush()?;
+    writeln!(stdout, "{READY}")
+        .and_then(|()| stdout.flush())
+        .context("telling the parent the store is open")?;
     let mut line = String::new();
-    stdin.read_line(&mut line)?;
+    stdin
+        .read_line(&mut line)
+        .context("waiting for the parent's start signal")?;
     if line.trim() != GO {
-        bail!("parent went away before the start signal");
+        return Err(Error::Worker(
+            "parent went away before the start signal".into(),
+        ));
     }
     match args.role {
         Role::Pull => pull(args, &store, sink),
@@ -106,9 +94,9 @@ fn run(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
 }
 
 fn pull(args: &WorkerArgs, store: &Store, sink: &Sink) -> Result<()> {
-    let (dir, tag) = split_reference(&args.image);
+    let image: ImageRef = args.image.parse()?;
     let start = monotonic_ns();
-    let outcome = store_core::oci::pull(store, &dir, tag.as_deref(), args.mode)
+    let outcome = store_core::oci::pull(store, &image.dir, image.reference.as_deref(), args.mode)
         .with_context(|| format!("pulling {}", args.image))?;
     sink.write(Record::Pull {
         image: args.image.clone(),
@@ -156,7 +144,9 @@ fn read(args: &WorkerArgs, store: &Store, sink: &Sink) -> Result<()> {
         std::thread::sleep(Duration::from_millis(args.pause_ms));
     }
     if errors > 0 {
-        bail!("{errors} of the reader's store operations failed (see its events file)");
+        return Err(Error::Worker(format!(
+            "{errors} of the reader's store operations failed (see its events file)"
+        )));
     }
     Ok(())
 }
@@ -179,26 +169,4 @@ fn timed<T>(
         error,
     });
     result.ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_tag_unless_path_exists() {
-        assert_eq!(
-            split_reference("/no/such/dir:v1"),
-            (PathBuf::from("/no/such/dir"), Some("v1".to_string()))
-        );
-        assert_eq!(
-            split_reference("/no/such/dir"),
-            (PathBuf::from("/no/such/dir"), None)
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let odd = tmp.path().join("a:b");
-        std::fs::create_dir(&odd).unwrap();
-        let s = odd.to_str().unwrap();
-        assert_eq!(split_reference(s), (odd.clone(), None));
-    }
 }

@@ -1,9 +1,12 @@
 //! The side-by-side table (modes as columns), as terminal text and as HTML.
 
+use locktrace_report::markup::escape;
 use locktrace_report::{Metric, Mode, human_duration};
 
-use crate::results::{BenchReport, LockStats, ModeResult, Phase, Source};
-use locktrace_report::markup::escape;
+use crate::model::{
+    BenchReport, LAYERS_LOCK, LockStats, ModeResult, Phase, PodmanMode, PodmanReport, Source,
+    lock_stats,
+};
 
 pub struct Table {
     pub modes: Vec<String>,
@@ -20,6 +23,7 @@ pub struct Row {
 /// Label, lock mode, metric and which statistic of layers.lock a row shows.
 type LockRow = (&'static str, Mode, Metric, fn(&LockStats) -> u64);
 
+/// `run`'s table: one column per bench mode.
 pub fn build(report: &BenchReport) -> Table {
     let modes = &report.modes;
     let mut rows = Vec::new();
@@ -100,6 +104,63 @@ pub fn build(report: &BenchReport) -> Table {
     row("failures", "", &|m| m.failures.len().to_string());
     Table {
         modes: modes.iter().map(|m| m.mode.to_string()).collect(),
+        rows,
+    }
+}
+
+/// `compare-podman`'s table: the shared store next to a store each.
+pub fn podman(report: &PodmanReport) -> Table {
+    let modes = &report.modes;
+    let mut rows = Vec::new();
+    let mut row = |label: &str, source: &'static str, f: &dyn Fn(&PodmanMode) -> String| {
+        rows.push(Row {
+            label: label.to_string(),
+            source,
+            cells: modes.iter().map(f).collect(),
+        });
+    };
+    row("makespan", "parent", &|m| human_duration(m.makespan_ns));
+    row("pull time p50", "parent", &|m| {
+        human_duration(m.pull_time.p50_ns)
+    });
+    row("pull time max", "parent", &|m| {
+        human_duration(m.pull_time.max_ns)
+    });
+    row("throughput MB/s", "parent", &|m| {
+        format!("{:.1}", m.throughput_mb_s)
+    });
+    let kernel = |mode: Mode, metric: Metric, pick: fn(&LockStats) -> u64| {
+        move |m: &PodmanMode| {
+            m.kernel_report
+                .as_ref()
+                .and_then(|r| lock_stats(r, LAYERS_LOCK, mode, metric))
+                .map_or_else(|| "-".to_string(), |s| human_duration(pick(&s)))
+        }
+    };
+    row(
+        "layers.lock W hold p50",
+        "kernel",
+        &kernel(Mode::Write, Metric::Hold, |s| s.p50),
+    );
+    row(
+        "layers.lock W hold p99",
+        "kernel",
+        &kernel(Mode::Write, Metric::Hold, |s| s.p99),
+    );
+    row(
+        "layers.lock W wait p99",
+        "kernel",
+        &kernel(Mode::Write, Metric::Wait, |s| s.p99),
+    );
+    row("failures", "", &|m| {
+        m.pulls
+            .iter()
+            .filter(|p| p.error.is_some())
+            .count()
+            .to_string()
+    });
+    Table {
+        modes: modes.iter().map(|m| format!("podman {}", m.mode)).collect(),
         rows,
     }
 }

@@ -5,9 +5,10 @@ use std::fmt::Write;
 use locktrace_report::human_duration;
 use locktrace_report::markup::escape;
 
-use crate::plot::Plot;
-use crate::results::BenchReport;
-use crate::table::Table;
+use super::plot::Plot;
+use super::table::Table;
+use crate::model::BenchReport;
+use crate::size::ByteSize;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .8em;border-bottom:1px solid #ddd}\
@@ -30,7 +31,7 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
         report
             .images
             .first()
-            .map(|i| lockbench::size::ByteSize(i.uncompressed_bytes).to_string())
+            .map(|i| ByteSize(i.uncompressed_bytes).to_string())
             .unwrap_or_default(),
         p.layers,
         escape(&p.compression),

@@ -1,0 +1,59 @@
+//! What a scenario is asked to do, as the command line said it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use store_core::ExtractMode;
+
+use crate::imagegen::GenSpec;
+use crate::model::mode::{BenchMode, TraceMode};
+
+/// Default for how long workers get to open their store and print `ready`: normally well under a
+/// second, so only a stuck worker (e.g. its store locked by another process) hits it. A worker in an
+/// uninterruptible sleep (a hung filesystem) cannot be killed, and then nothing here can help.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `lockbench run`.
+pub struct RunConfig {
+    pub pulls: usize,
+    pub readers: usize,
+    pub modes: Vec<BenchMode>,
+    pub images: GenSpec,
+    pub repeat: usize,
+    pub trace: TraceMode,
+    pub out: PathBuf,
+    /// Where the stores go; default `OUT/stores`. Another filesystem (tmpfs, xfs) shows how much
+    /// of the staged commit is the filesystem's metadata path.
+    pub stores: Option<PathBuf>,
+    pub quiet: bool,
+    pub command: Vec<String>,
+    /// Passed to every pull worker's store as `extract_nice`.
+    pub extract_nice: u8,
+    /// Every worker's store is opened `durable`.
+    pub durable: bool,
+    /// How long workers get to print `ready` before they are killed (READY_TIMEOUT by default).
+    pub ready_timeout: Duration,
+}
+
+/// `lockbench compare-podman`.
+pub struct PodmanConfig {
+    pub pulls: usize,
+    pub images: GenSpec,
+    pub driver: String,
+    pub podman: String,
+    pub trace: TraceMode,
+    pub out: PathBuf,
+    pub quiet: bool,
+    pub command: Vec<String>,
+}
+
+/// `lockbench pull`.
+pub struct PullConfig {
+    /// Store graph root.
+    pub store: PathBuf,
+    pub mode: ExtractMode,
+    /// `DIR`, `DIR:TAG` or `DIR@sha256:…`, as given.
+    pub image: String,
+    pub extract_nice: u8,
+    pub durable: bool,
+}

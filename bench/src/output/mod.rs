@@ -1,0 +1,87 @@
+//! What a run leaves behind: report.json and the per-mode lock reports, plots/*.svg, report.html,
+//! and the table, targets and failures on the terminal; podman-report.json for compare-podman.
+
+pub mod html;
+pub mod plot;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+
+use locktrace_report::write_atomic;
+use serde::Serialize;
+
+use crate::error::{Context, Result};
+use crate::model::{BenchReport, ModeSamples, PodmanReport};
+use table::Table;
+
+/// Writes report.json, `<mode>.store.json` / `<mode>.kernel.json`, the plots and report.html into
+/// `out`; returns the table they show.
+pub fn write_run(report: &BenchReport, samples: &[ModeSamples], out: &Path) -> Result<Table> {
+    write_json(report, &out.join("report.json"), "report")?;
+    // Each mode's lock figures also as plain locktrace reports, for `locktrace gate|compare|plot`.
+    for m in &report.modes {
+        m.store_report
+            .write(&out.join(format!("{}.store.json", m.mode)))
+            .context("writing the per-mode store report")?;
+        if let Some(k) = &m.kernel_report {
+            k.write(&out.join(format!("{}.kernel.json", m.mode)))
+                .context("writing the per-mode kernel report")?;
+        }
+    }
+    let plots = plot::render_all(report, samples, out)?;
+    let table = table::build(report);
+    write_atomic(
+        &out.join("report.html"),
+        html::render(report, &table, &plots).as_bytes(),
+    )
+    .context("writing report.html")?;
+    Ok(table)
+}
+
+/// The table, the targets, failures and where the reports are.
+pub fn print_run(report: &BenchReport, table: &Table, out: &Path) {
+    println!("{}", table.to_text());
+    for t in &report.targets {
+        println!(
+            "target {:<22} {:<5} {} (goal: {})",
+            t.name,
+            if t.met { "met" } else { "MISSED" },
+            t.measured,
+            t.goal
+        );
+    }
+    for f in &report.failures {
+        eprintln!("lockbench: failed: {f}");
+    }
+    println!(
+        "report: {}  {}",
+        out.join("report.json").display(),
+        out.join("report.html").display()
+    );
+    if report.failed {
+        eprintln!(
+            "lockbench: run FAILED ({} failure(s))",
+            report.failures.len()
+        );
+    }
+}
+
+/// Writes podman-report.json into `out` and prints the table, notes and failures.
+pub fn podman(report: &PodmanReport, out: &Path) -> Result<()> {
+    let path: PathBuf = out.join("podman-report.json");
+    write_json(report, &path, "the podman report")?;
+    println!("{}", table::podman(report).to_text());
+    for note in report.modes.iter().filter_map(|m| m.kernel_note.as_deref()) {
+        println!("note: {note}");
+    }
+    for f in &report.failures {
+        eprintln!("lockbench: failed: {f}");
+    }
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+fn write_json(value: &impl Serialize, path: &Path, what: &str) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value).with_context(|| format!("serializing {what}"))?;
+    write_atomic(path, &text).with_context(|| format!("writing {}", path.display()))
+}

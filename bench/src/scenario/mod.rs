@@ -1,0 +1,8 @@
+//! What the commands do, on top of everything else: generate images, pull one, run the demo,
+//! compare with podman, and the hidden worker process the demo starts.
+
+pub mod compare_podman;
+pub mod demo;
+pub mod generate;
+pub mod pull;
+pub mod worker;

@@ -1,0 +1,191 @@
+//! `podman pull` processes of `compare-podman`: started per image into a shared store or a store
+//! each, timed by the parent (podman reports no timings), killed at the mode timeout.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Context, Result};
+use crate::imagegen::ImageInfo;
+use crate::model::PullResult;
+use crate::text::log_tail;
+
+/// A running (then finished) `podman pull`.
+pub struct Pull<'a> {
+    pub label: String,
+    pub image: &'a ImageInfo,
+    pub child: Child,
+    pub stderr: PathBuf,
+    pub took: Option<(Duration, ExitStatus)>,
+    /// Killed at the mode timeout: that, not its exit status, is its failure.
+    pub timed_out: bool,
+}
+
+/// The options of one `podman pull` run.
+pub struct PodmanCommand<'a> {
+    pub podman: &'a Path,
+    pub driver: &'a str,
+    /// The mode's directory: stores and logs.
+    pub base: &'a Path,
+}
+
+impl PodmanCommand<'_> {
+    /// Starts `podman pull` of `image` into the store `base/<store>`, stderr into
+    /// `base/<label>.stderr`.
+    pub fn spawn<'i>(&self, label: String, store: &str, image: &'i ImageInfo) -> Result<Pull<'i>> {
+        let stderr = self.base.join(format!("{label}.stderr"));
+        let child = Command::new(self.podman)
+            .arg("--root")
+            .arg(self.base.join(store))
+            .arg("--runroot")
+            .arg(runroot(store))
+            .args(["--storage-driver", self.driver, "--events-backend", "none"])
+            .args(["pull", "--quiet"])
+            // podman names the image after the layout path, which must be lowercase: a relative
+            // path from the images directory gives `localhost/img-00`.
+            .arg(format!("oci:{}:{}", image.name, image.tag))
+            .current_dir(image.dir.parent().unwrap_or(&image.dir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?,
+            )
+            .spawn()
+            .with_context(|| format!("starting {}", self.podman.display()))?;
+        Ok(Pull {
+            label,
+            image,
+            child,
+            stderr,
+            took: None,
+            timed_out: false,
+        })
+    }
+}
+
+/// podman caps the runroot path at 50 characters, so it lives in a short temp dir.
+pub fn runroot(store: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lockbench-{}-{store}", std::process::id()))
+}
+
+/// Waits for every pull; those still running `timeout` after `started` are killed.
+pub fn wait_all(pulls: &mut [Pull], started: Instant, timeout: Duration) -> Result<()> {
+    while pulls.iter().any(|p| p.took.is_none()) {
+        for p in pulls.iter_mut().filter(|p| p.took.is_none()) {
+            let waited = p.child.try_wait();
+            if let Some(status) =
+                waited.with_context(|| format!("waiting for podman {}", p.label))?
+            {
+                p.took = Some((started.elapsed(), status));
+            } else if started.elapsed() > timeout {
+                let _ = p.child.kill();
+                let status = p
+                    .child
+                    .wait()
+                    .with_context(|| format!("waiting for podman {}", p.label))?;
+                p.took = Some((started.elapsed(), status));
+                p.timed_out = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// One result per pull, and each failed pull's error once for the failures list.
+pub fn collect(pulls: Vec<Pull>) -> (Vec<PullResult>, Vec<String>) {
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for p in pulls {
+        let (took, status) = p.took.expect("every pull was waited for");
+        let error = if p.timed_out {
+            Some(format!(
+                "podman {} ({}) timed out after {}s and was killed",
+                p.label,
+                p.image.name,
+                took.as_secs()
+            ))
+        } else {
+            (!status.success()).then(|| {
+                format!(
+                    "podman {} ({}): exited with {status}{}",
+                    p.label,
+                    p.image.name,
+                    log_tail(&p.stderr)
+                )
+            })
+        };
+        errors.extend(error.clone());
+        let ok = error.is_none();
+        results.push(PullResult {
+            worker: p.label,
+            image: p.image.name.clone(),
+            repeat: 0,
+            pid: p.child.id(),
+            duration_ns: ok.then_some(took.as_nanos() as u64),
+            bytes: if ok { p.image.tar_bytes() } else { 0 },
+            error,
+        });
+    }
+    (results, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pull<'a>(image: &'a ImageInfo, dir: &Path, label: &str, script: &str) -> Pull<'a> {
+        let stderr = dir.join(format!("{label}.stderr"));
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Pull {
+            label: label.to_string(),
+            image,
+            child,
+            stderr,
+            took: None,
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_pull_that_times_out_is_one_failure_and_the_others_keep_their_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = |name: &str| ImageInfo {
+            name: name.to_string(),
+            dir: dir.path().join(name),
+            tag: "latest".to_string(),
+            manifest_digest: String::new(),
+            layers: Vec::new(),
+        };
+        let (ok, stuck, broken) = (image("img-00"), image("img-01"), image("img-02"));
+        let mut pulls = vec![
+            pull(&ok, dir.path(), "pull-0", "exit 0"),
+            pull(&stuck, dir.path(), "pull-1", "exec sleep 60"),
+            pull(
+                &broken,
+                dir.path(),
+                "pull-2",
+                "echo 'no such image' >&2; exit 125",
+            ),
+        ];
+        wait_all(&mut pulls, Instant::now(), Duration::from_millis(300)).unwrap();
+        let (results, errors) = collect(pulls);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("podman pull-1 (img-01) timed out after"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("pull-2 (img-02)") && errors[1].ends_with(": no such image"),
+            "{errors:#?}"
+        );
+        assert!(results[0].error.is_none() && results[0].duration_ns.is_some());
+        assert_eq!(results[1].error.as_ref(), Some(&errors[0]));
+        assert!(results[1].duration_ns.is_none());
+    }
+}
