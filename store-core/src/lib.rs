@@ -22,6 +22,6 @@ mod sys;
 pub use compression::Compression;
 pub use error::{Limit, StoreError};
 pub use observer::{EventKind, Observer, Op, StoreEvent, monotonic_ns};
-pub use options::{DEFAULT_FREE_SPACE_RESERVE, DEFAULT_MAX_LAYER_SIZE, ExtractMode, StoreOptions};
+pub use options::{DEFAULT_MAX_LAYER_SIZE, ExtractMode, FreeSpaceReserve, StoreOptions};
 pub use record::{Container, IdMap, Image, Layer, LayerRequest};
 pub use store::Store;

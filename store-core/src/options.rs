@@ -13,8 +13,24 @@ use crate::observer::Observer;
 /// public registries serve, far below what fills a disk from a few MB of gzip.
 pub const DEFAULT_MAX_LAYER_SIZE: u64 = 32 << 30;
 
-/// Default [`StoreOptions::free_space_reserve`]: 512 MiB left free on the store's filesystem.
-pub const DEFAULT_FREE_SPACE_RESERVE: u64 = 512 << 20;
+/// Free space a layer extraction must leave on the store's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeSpaceReserve {
+    /// No check: extraction runs until the filesystem is full (`ENOSPC`).
+    Off,
+    /// At least this many bytes.
+    Bytes(u64),
+    /// At least this percentage of the filesystem's size. Relative, so that a small filesystem (a test
+    /// tmpfs) stays usable and a large one keeps room for everything else.
+    Percent(u8),
+}
+
+/// The default: 1% of the filesystem's size left free.
+impl Default for FreeSpaceReserve {
+    fn default() -> Self {
+        FreeSpaceReserve::Percent(1)
+    }
+}
 
 /// Where a new layer's tar stream is unpacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -68,9 +84,9 @@ pub struct StoreOptions {
     /// Most bytes of uncompressed tar stream (and of file content written) one layer may have;
     /// extraction stops with [`crate::Limit::LayerSize`] past it. `None`: no limit, only when asked for.
     pub max_layer_size: Option<u64>,
-    /// Bytes that must stay free on the store's filesystem: extraction checks the free space (statvfs)
-    /// before it starts and every few MiB, and stops with [`crate::Limit::FreeSpace`] under it. 0: no check.
-    pub free_space_reserve: u64,
+    /// Free space that must stay on the store's filesystem: extraction checks it (statvfs) before it
+    /// starts and every 8 MiB read or written, and stops with [`crate::Limit::FreeSpace`] under it.
+    pub free_space_reserve: FreeSpaceReserve,
     /// Receives lock, extraction and commit timings.
     pub observer: Option<Arc<dyn Observer>>,
 }
@@ -82,7 +98,7 @@ impl Default for StoreOptions {
             durable: false,
             extract_nice: 0,
             max_layer_size: Some(DEFAULT_MAX_LAYER_SIZE),
-            free_space_reserve: DEFAULT_FREE_SPACE_RESERVE,
+            free_space_reserve: FreeSpaceReserve::default(),
             observer: None,
         }
     }

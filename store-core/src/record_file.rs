@@ -43,7 +43,9 @@ struct Cache<T> {
 /// A JSON array of records in one file, guarded by one lock file. Every method that touches the file or
 /// the cache takes a guard of that lock, so the records can only be read or written under it.
 pub(crate) struct RecordFile<T> {
+    /// The lock file guarding `path`, the cache and the temp file beside `path`.
     lock: LockFile,
+    /// The JSON file; read and replaced only under `lock` (replaced only under its write lock).
     path: PathBuf,
     /// Only ever replaced while the lock is held; the mutex orders threads of this process that hold
     /// the lock for reading at the same time.

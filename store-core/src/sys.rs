@@ -65,8 +65,9 @@ pub(crate) fn open_regular(dir: RawFd, name: &OsStr) -> io::Result<File> {
         Some(libc::ELOOP) => io::Error::new(io::ErrorKind::InvalidInput, "is a symlink"),
         _ => e,
     })?;
-    // SAFETY: zeroed stat is a valid out-parameter; fd is open.
+    // SAFETY: an all-zero stat is a valid value, overwritten by fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open and st is a writable stat.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => None,
@@ -74,7 +75,7 @@ pub(crate) fn open_regular(dir: RawFd, name: &OsStr) -> io::Result<File> {
         libc::S_IFIFO => Some("a FIFO"),
         libc::S_IFCHR | libc::S_IFBLK => Some("a device"),
         libc::S_IFSOCK => Some("a socket"),
-        _ => Some("not a regular file"),
+        _ => Some("a special file"),
     };
     if let Some(kind) = kind {
         return Err(io::Error::new(
@@ -84,7 +85,7 @@ pub(crate) fn open_regular(dir: RawFd, name: &OsStr) -> io::Result<File> {
     }
     // SAFETY: fd is open; F_GETFL/F_SETFL only change its status flags.
     let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    // SAFETY: as above.
+    // SAFETY: fd is open; clearing O_NONBLOCK only changes how reads wait.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) })?;
     Ok(File::from(fd))
 }
@@ -108,12 +109,24 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     read_limited(File::open(path)?, limit)
 }
 
+fn statvfs(fd: RawFd) -> io::Result<libc::statvfs> {
+    // SAFETY: an all-zero statvfs is a valid value, overwritten by fstatvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open and st is a writable statvfs.
+    cvt(unsafe { libc::fstatvfs(fd, &mut st) })?;
+    Ok(st)
+}
+
 /// Bytes an unprivileged writer may still allocate on the filesystem holding `fd`.
 pub(crate) fn free_space(fd: RawFd) -> io::Result<u64> {
-    // SAFETY: zeroed statvfs is a valid out-parameter; fd is open.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    cvt(unsafe { libc::fstatvfs(fd, &mut st) })?;
+    let st = statvfs(fd)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Total size in bytes of the filesystem holding `fd`.
+pub(crate) fn filesystem_size(fd: RawFd) -> io::Result<u64> {
+    let st = statvfs(fd)?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
 }
 
 /// Random bytes from the kernel, hex encoded.

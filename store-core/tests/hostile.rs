@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use common::{Tar, TestImage, gzip, is_root, sha256, write_layout, zstd};
 use store_core::oci::pull;
-use store_core::{ExtractMode, LayerRequest, Limit, Store, StoreError, StoreOptions};
+use store_core::{
+    ExtractMode, FreeSpaceReserve, LayerRequest, Limit, Store, StoreError, StoreOptions,
+};
 
 const MODES: [ExtractMode; 2] = [ExtractMode::Locked, ExtractMode::Staged];
 
@@ -56,7 +58,11 @@ fn one_mib_limit(o: &mut StoreOptions) {
 }
 
 fn huge_reserve(o: &mut StoreOptions) {
-    o.free_space_reserve = u64::MAX / 2;
+    o.free_space_reserve = FreeSpaceReserve::Bytes(u64::MAX / 2);
+}
+
+fn whole_filesystem_reserve(o: &mut StoreOptions) {
+    o.free_space_reserve = FreeSpaceReserve::Percent(100);
 }
 
 fn unsafe_entry(e: &StoreError) -> bool {
@@ -397,6 +403,14 @@ fn cases() -> Vec<Case> {
             opts: huge_reserve,
             ..c(
                 "free-space-reserve",
+                |_, _| layer(Tar::default().file("f", b"x", 0o644)),
+                refused(no_space),
+            )
+        },
+        Case {
+            opts: whole_filesystem_reserve,
+            ..c(
+                "free-space-reserve-percent",
                 |_, _| layer(Tar::default().file("f", b"x", 0o644)),
                 refused(no_space),
             )
@@ -779,6 +793,7 @@ corpus! {
     plain_tar_over_max_layer_size: "plain-over-limit",
     bomb_after_end_of_archive: "bomb-after-end-of-archive",
     free_space_reserve_stops_extraction: "free-space-reserve",
+    free_space_reserve_in_percent_stops_extraction: "free-space-reserve-percent",
     python_fifo_is_accepted: "python-fifo",
     python_char_device_is_accepted: "python-char-device",
     char_device_with_blank_numbers_is_accepted: "char-device-with-blank-numbers",
@@ -798,6 +813,63 @@ corpus! {
     index_larger_than_16_mib_is_refused: "index-larger-than-16-mib",
     digest_with_dotdot_is_refused: "digest-with-dotdot",
     blobs_dir_symlink_out_of_layout_is_refused: "blobs-dir-symlink-out-of-layout",
+}
+
+/// Unmounts on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn free_space_reserve_stops_a_running_extraction_and_removes_it() {
+    if !is_root() {
+        eprintln!("mounting a small tmpfs needs root; not run");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = tmp.path().join("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "store-core-test"])
+        .arg(&fs)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs as root");
+    let _mount = Mount(fs.clone());
+    // 48 MiB of file content on a 64 MiB filesystem that must keep 32 MiB free: the first checks
+    // pass, a later one (every 8 MiB) stops it.
+    let tar = Tar::default()
+        .file("big", &vec![1u8; 48 << 20], 0o644)
+        .finish();
+    let layer = gzip(&tar);
+    for mode in MODES {
+        let opts = StoreOptions {
+            free_space_reserve: FreeSpaceReserve::Bytes(32 << 20),
+            ..StoreOptions::default()
+        };
+        let root = fs.join(format!("store-{mode}"));
+        let store = Store::open(&root, opts).unwrap();
+        let req = LayerRequest {
+            id: Some("big".into()),
+            ..LayerRequest::default()
+        };
+        let err = store
+            .create_layer_with_mode(&req, &layer[..], mode)
+            .unwrap_err();
+        match err {
+            StoreError::LimitExceeded(Limit::FreeSpace { reserve, available }) => {
+                assert_eq!(reserve, 32 << 20);
+                assert!(available < reserve && available > 8 << 20, "{err}");
+            }
+            other => panic!("{mode}: expected the free-space limit, got {other}"),
+        }
+        drop(store);
+        assert_usable(&root, mode, &format!("free space ({mode})"));
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use crate::error::{Limit, StoreError};
+use crate::options::FreeSpaceReserve;
 use crate::sys;
 
 /// Free space is checked at the start and again after this many bytes are read or written: often
@@ -28,8 +29,22 @@ pub(super) struct Budget {
 }
 
 impl Budget {
-    pub(super) fn new(max: Option<u64>, reserve: u64, fs: RawFd) -> Budget {
-        Budget {
+    /// Resolves `reserve` against the filesystem holding `fs`.
+    pub(super) fn new(
+        max: Option<u64>,
+        reserve: FreeSpaceReserve,
+        fs: RawFd,
+    ) -> Result<Budget, StoreError> {
+        let reserve = match reserve {
+            FreeSpaceReserve::Off => 0,
+            FreeSpaceReserve::Bytes(b) => b,
+            FreeSpaceReserve::Percent(p) => {
+                let size = sys::filesystem_size(fs)
+                    .map_err(|e| StoreError::io("measuring the store's filesystem", e))?;
+                size / 100 * u64::from(p.min(100))
+            }
+        };
+        Ok(Budget {
             max,
             reserve,
             fs,
@@ -37,7 +52,7 @@ impl Budget {
             written: Cell::new(0),
             next_check: Cell::new(0),
             hit: Cell::new(None),
-        }
+        })
     }
 
     /// The limit hit so far, if any.

@@ -22,6 +22,7 @@ use std::rc::Rc;
 use crate::compression::Compression;
 use crate::digest::HashingReader;
 use crate::error::{IoContext, StoreError};
+use crate::options::FreeSpaceReserve;
 use crate::record::IdMap;
 use crate::sys;
 use budget::{Budget, Metered};
@@ -33,8 +34,8 @@ pub(crate) struct Options<'a> {
     pub gid_map: &'a [IdMap],
     /// Most bytes of uncompressed stream or of written file content; `None`: unlimited.
     pub max_size: Option<u64>,
-    /// Free bytes to leave on the filesystem; 0: unchecked.
-    pub free_space_reserve: u64,
+    /// Free space to leave on the filesystem.
+    pub free_space_reserve: FreeSpaceReserve,
 }
 
 /// Digests and sizes of an extracted stream.
@@ -67,7 +68,7 @@ pub(crate) fn extract(
         opts.max_size,
         opts.free_space_reserve,
         std::os::fd::AsRawFd::as_raw_fd(&root),
-    ));
+    )?);
     let r = budget.check_space().and_then(|()| {
         let ex = Extractor::new(root, opts, Rc::clone(&budget));
         extract_stream(input, ex, &budget)
