@@ -19,7 +19,7 @@ pub mod staging;
 mod store;
 mod sys;
 
-pub use compression::Compression;
+pub use compression::{Compression, UnknownCompression};
 pub use error::{Limit, StoreError};
 pub use observer::{EventKind, Observer, Op, StoreEvent, monotonic_ns};
 pub use options::{DEFAULT_MAX_LAYER_SIZE, ExtractMode, FreeSpaceReserve, StoreOptions};

@@ -20,17 +20,26 @@ const MAX_RECORD_FILE: u64 = 1 << 30;
 /// A held lock of either kind: what [`RecordFile::load`] needs to know the records are current.
 pub(crate) trait Held {
     fn last_write(&self) -> Result<LastWrite, StoreError>;
+    fn lock_path(&self) -> &Path;
 }
 
 impl Held for ReadGuard {
     fn last_write(&self) -> Result<LastWrite, StoreError> {
         ReadGuard::last_write(self)
     }
+
+    fn lock_path(&self) -> &Path {
+        self.path()
+    }
 }
 
 impl Held for WriteGuard {
     fn last_write(&self) -> Result<LastWrite, StoreError> {
         WriteGuard::last_write(self)
+    }
+
+    fn lock_path(&self) -> &Path {
+        self.path()
     }
 }
 
@@ -71,6 +80,17 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
         }
     }
 
+    /// The guard passed in must be of this file's lock (a guard of another lock file would let the
+    /// records be read or written unguarded); checked in debug builds.
+    fn check_guard(&self, g: &impl Held) {
+        debug_assert_eq!(
+            g.lock_path(),
+            self.lock.path(),
+            "{} used under the wrong lock",
+            self.path.display()
+        );
+    }
+
     pub(crate) fn read(&self, op: Op) -> Result<ReadGuard, StoreError> {
         self.lock.read(op)
     }
@@ -81,6 +101,7 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
 
     /// The records as of the held lock's token, reparsed only when another writer changed it.
     pub(crate) fn load(&self, g: &impl Held) -> Result<Arc<Vec<T>>, StoreError> {
+        self.check_guard(g);
         let token = g.last_write()?;
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.token == Some(token) {
@@ -115,6 +136,7 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
         tmp: Option<Replacement>,
         durable: bool,
     ) -> Result<Option<std::fs::File>, StoreError> {
+        self.check_guard(g);
         // Token first: if we die before the rename, others merely reload unchanged data.
         let token = g.record_write()?;
         let data = serde_json::to_vec(&items).map_err(|source| StoreError::Metadata {
@@ -149,7 +171,8 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
 
     /// Removes the temp file a writer killed before its rename left behind. Holding the write lock
     /// proves no live writer is using it.
-    pub(crate) fn remove_leftover(&self, _g: &WriteGuard) -> Result<(), StoreError> {
+    pub(crate) fn remove_leftover(&self, g: &WriteGuard) -> Result<(), StoreError> {
+        self.check_guard(g);
         let tmp = Replacement::beside_path(&self.path);
         match std::fs::remove_file(&tmp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
