@@ -9,11 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::rc::Rc;
 
 use super::budget::Budget;
-use super::header::{self, Meta, components};
+use super::header::{self, Meta, components, corrupt};
 use super::tree::{DirMeta, Tree, mknod, set_times_fd, times};
-use super::{Options, corrupt, finish};
-use crate::digest::HashingReader;
 use crate::error::{IoContext, StoreError};
+use crate::record::IdMap;
 use crate::sys::{self, cstring, cvt};
 
 /// Copy buffer size: big copies keep extraction at `tar -x` speed.
@@ -21,7 +20,8 @@ const BUF: usize = 1 << 20;
 
 pub(super) struct Extractor<'a> {
     tree: Tree,
-    opts: &'a Options<'a>,
+    uid_map: &'a [IdMap],
+    gid_map: &'a [IdMap],
     budget: Rc<Budget>,
     buf: Vec<u8>,
 }
@@ -33,30 +33,30 @@ struct Slot {
 }
 
 impl<'a> Extractor<'a> {
-    pub fn new(root: OwnedFd, opts: &'a Options<'a>, budget: Rc<Budget>) -> Self {
+    pub fn new(
+        root: OwnedFd,
+        uid_map: &'a [IdMap],
+        gid_map: &'a [IdMap],
+        budget: Rc<Budget>,
+    ) -> Self {
         Extractor {
             tree: Tree::new(root),
-            opts,
+            uid_map,
+            gid_map,
             budget,
             buf: vec![0; BUF],
         }
     }
 
-    /// Extracts the tar stream `reader`, then reads it to its end (padding and anything after the
-    /// end-of-archive blocks count toward the digest) and returns its digest, length and source.
-    pub fn unpack<R: Read>(
-        &mut self,
-        mut reader: HashingReader<R>,
-    ) -> Result<(String, u64, R), StoreError> {
-        {
-            let mut ar = tar::Archive::new(&mut reader);
-            for entry in ar.entries().map_err(corrupt)? {
-                let mut entry = entry.map_err(corrupt)?;
-                self.entry(&mut entry)?;
-            }
+    /// Extracts every entry of the tar stream `reader` (up to its end-of-archive blocks), then applies
+    /// the directories' deferred modes and times.
+    pub fn unpack(&mut self, reader: &mut impl Read) -> Result<(), StoreError> {
+        let mut ar = tar::Archive::new(reader);
+        for entry in ar.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            self.entry(&mut entry)?;
         }
-        self.tree.finish_dirs()?;
-        finish(reader)
+        self.tree.finish_dirs()
     }
 
     /// Checks an entry's path and header, then creates it according to its kind.
@@ -67,7 +67,7 @@ impl<'a> Extractor<'a> {
             path: display.clone(),
             reason,
         })?;
-        let meta = header::read_meta(e, display, self.opts.uid_map, self.opts.gid_map)?;
+        let meta = header::read_meta(e, display, self.uid_map, self.gid_map)?;
         let kind = e.header().entry_type();
         let Some((last, dir)) = comps.split_last() else {
             return match kind {

@@ -3,12 +3,16 @@
 //! is 0), and PAX records the archive relies on must parse.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 
-use super::corrupt;
 use crate::error::StoreError;
 use crate::record::{IdMap, map_id};
+
+/// A tar or decompression error: the layer is not a readable archive.
+pub(super) fn corrupt(e: io::Error) -> StoreError {
+    StoreError::Archive(e.to_string())
+}
 
 /// One entry's header fields, already mapped. `display` is the entry's path for messages.
 pub(super) struct Meta {

@@ -27,6 +27,7 @@ use crate::record::IdMap;
 use crate::sys;
 use budget::{Budget, Metered};
 use extractor::Extractor;
+use header::corrupt;
 
 /// ID mappings applied to every entry's owner, and the limits of one extraction.
 pub(crate) struct Options<'a> {
@@ -44,10 +45,6 @@ pub(crate) struct Digests {
     pub compressed_size: Option<u64>,
     pub uncompressed_digest: String,
     pub uncompressed_size: u64,
-}
-
-fn corrupt(e: io::Error) -> StoreError {
-    StoreError::Archive(e.to_string())
 }
 
 /// Extracts a (plain, gzip or zstd) tar stream into the existing directory `dest`; reads the stream to its end
@@ -70,7 +67,7 @@ pub(crate) fn extract(
         std::os::fd::AsRawFd::as_raw_fd(&root),
     )?);
     let r = budget.check_space().and_then(|()| {
-        let ex = Extractor::new(root, opts, Rc::clone(&budget));
+        let ex = Extractor::new(root, opts.uid_map, opts.gid_map, Rc::clone(&budget));
         extract_stream(input, ex, &budget)
     });
     // A limit surfaces through the tar or gzip reader as an opaque io::Error: report it as the limit.
@@ -99,7 +96,7 @@ fn extract_stream(
     let (uncompressed_digest, uncompressed_size, hraw) = match Compression::detect(&prefix[..n]) {
         Compression::Plain => {
             let (uncompressed_digest, uncompressed_size, _) =
-                ex.unpack(hashing(Metered::new(raw, budget))?)?;
+                unpack(&mut ex, Metered::new(raw, budget))?;
             return Ok(Digests {
                 compressed_digest: None,
                 compressed_size: None,
@@ -109,12 +106,12 @@ fn extract_stream(
         }
         Compression::Gzip => {
             let dec = flate2::bufread::MultiGzDecoder::new(hashing(raw)?);
-            let (digest, size, dec) = ex.unpack(hashing(Metered::new(dec, budget))?)?;
+            let (digest, size, dec) = unpack(&mut ex, Metered::new(dec, budget))?;
             (digest, size, dec.into_inner().into_inner())
         }
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(hashing(raw)?).map_err(corrupt)?;
-            let (digest, size, dec) = ex.unpack(hashing(Metered::new(dec, budget))?)?;
+            let (digest, size, dec) = unpack(&mut ex, Metered::new(dec, budget))?;
             (digest, size, dec.into_inner().finish())
         }
     };
@@ -126,6 +123,14 @@ fn extract_stream(
         uncompressed_digest,
         uncompressed_size,
     })
+}
+
+/// Extracts the tar stream `tar`, then reads it to its end (padding and anything after the
+/// end-of-archive blocks count toward the digest) and returns its digest, length and source.
+fn unpack<R: Read>(ex: &mut Extractor, tar: R) -> Result<(String, u64, R), StoreError> {
+    let mut reader = hashing(tar)?;
+    ex.unpack(&mut reader)?;
+    finish(reader)
 }
 
 /// Hashes `r` on a worker thread while this one writes files.

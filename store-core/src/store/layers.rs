@@ -7,7 +7,6 @@ use std::path::Path;
 use super::{Store, find, mkdir, move_aside};
 use crate::archive::{self, Digests};
 use crate::error::{IoContext, StoreError};
-use crate::lockfile::WriteGuard;
 use crate::observer::{EventKind, Op, monotonic_ns};
 use crate::options::ExtractMode;
 use crate::record::{IdMap, Layer, LayerRequest, validate_id, validate_name};
@@ -129,24 +128,6 @@ impl Store {
             ExtractMode::Locked => self.create_locked(&id, req, tar_stream, blob_digest),
             ExtractMode::Staged => self.create_staged(&id, req, tar_stream, blob_digest),
         }
-    }
-
-    /// Layers for modification. Holding the write lock proves any incomplete layer's creator died, so
-    /// those are removed here (record and directory).
-    pub(super) fn layers_for_write(&self, g: &WriteGuard) -> Result<Vec<Layer>, StoreError> {
-        let all = self.layers.load(g)?;
-        let (stale, mut live): (Vec<Layer>, Vec<Layer>) =
-            all.iter().cloned().partition(|l| l.incomplete);
-        if stale.is_empty() {
-            return Ok(live);
-        }
-        for l in &stale {
-            sys::remove_tree(&self.layer_dir(&l.id))
-                .ctx(|| format!("removing incomplete layer {}", l.id))?;
-        }
-        live.retain(|l| !stale.iter().any(|s| s.id == l.id));
-        self.layers.save(g, live.clone(), None, self.opts.durable)?;
-        Ok(live)
     }
 
     /// Creates `dir/diff` (0755) and extracts into it, reporting the extraction time, and checks the

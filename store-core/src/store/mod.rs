@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, StoreError};
 use crate::layout;
-use crate::lockfile::{LockFile, Rank};
+use crate::lockfile::{LockFile, Rank, WriteGuard};
 use crate::observer::{Emitter, Op};
 use crate::options::StoreOptions;
 use crate::record::{Container, Image, Layer, validate_id, validate_name};
@@ -183,6 +183,24 @@ impl Store {
 
     fn staging_root(&self) -> PathBuf {
         self.root.join(layout::STAGING_DIR)
+    }
+
+    /// Layers for modification. Holding the write lock proves any incomplete layer's creator died, so
+    /// those are removed here (record and directory).
+    fn layers_for_write(&self, g: &WriteGuard) -> Result<Vec<Layer>, StoreError> {
+        let all = self.layers.load(g)?;
+        let (stale, mut live): (Vec<Layer>, Vec<Layer>) =
+            all.iter().cloned().partition(|l| l.incomplete);
+        if stale.is_empty() {
+            return Ok(live);
+        }
+        for l in &stale {
+            sys::remove_tree(&self.layer_dir(&l.id))
+                .ctx(|| format!("removing incomplete layer {}", l.id))?;
+        }
+        live.retain(|l| !stale.iter().any(|s| s.id == l.id));
+        self.layers.save(g, live.clone(), None, self.opts.durable)?;
+        Ok(live)
     }
 
     fn recover(&self) -> Result<(), StoreError> {
