@@ -5,18 +5,23 @@
 //! [`lockfile`] (where the lock order is enforced).
 
 mod archive;
+mod compression;
 mod digest;
 mod error;
+pub mod layout;
 pub mod lockfile;
 mod observer;
 pub mod oci;
+mod options;
 mod record;
+mod record_file;
 pub mod staging;
 mod store;
 mod sys;
 
-pub use archive::Compression;
-pub use error::StoreError;
+pub use compression::{Compression, UnknownCompression};
+pub use error::{Limit, StoreError};
 pub use observer::{EventKind, Observer, Op, StoreEvent, monotonic_ns};
+pub use options::{DEFAULT_MAX_LAYER_SIZE, ExtractMode, FreeSpaceReserve, StoreOptions};
 pub use record::{Container, IdMap, Image, Layer, LayerRequest};
-pub use store::{ExtractMode, Store, StoreOptions};
+pub use store::Store;

@@ -351,12 +351,22 @@ impl ReadGuard {
     pub fn last_write(&self) -> Result<LastWrite, StoreError> {
         self.0.last_write()
     }
+
+    /// The lock file held.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0.shared.path
+    }
 }
 
 impl WriteGuard {
     /// The last-writer token currently in the file.
     pub fn last_write(&self) -> Result<LastWrite, StoreError> {
         self.0.last_write()
+    }
+
+    /// The lock file held.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0.shared.path
     }
 
     /// Stores a fresh random token so other processes know to reload; returns it.

@@ -3,9 +3,11 @@
 //! layer ID (existing ones reused), then the image record (ID = config digest hex).
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -13,8 +15,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 use crate::observer::Op;
+use crate::options::ExtractMode;
 use crate::record::{Image, LayerRequest};
-use crate::store::{ExtractMode, Store};
+use crate::store::Store;
+use crate::sys;
 
 /// The annotation that names an image in an index (a tag such as `latest` or a full reference).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -75,12 +79,29 @@ fn digest_hex(digest: &str) -> Option<&str> {
     .then_some(hex)
 }
 
-/// Reads a layout, naming the layout directory in every error.
+/// Reads a layout, naming the layout directory in every error. Every file is opened under the layout
+/// directory's fd without following symlinks and must be a regular file: a symlink (to `/dev/zero`, out
+/// of the layout), a FIFO or a device is refused at once instead of read forever or waited on.
 struct Layout<'a> {
     dir: &'a Path,
+    fd: OwnedFd,
 }
 
-impl Layout<'_> {
+impl<'a> Layout<'a> {
+    fn open(dir: &'a Path) -> Result<Layout<'a>, StoreError> {
+        let err = |msg: String| StoreError::Oci {
+            dir: dir.to_path_buf(),
+            msg,
+        };
+        let fd = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
+            err(match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => "no such directory".into(),
+                _ => e.to_string(),
+            })
+        })?;
+        Ok(Layout { dir, fd })
+    }
+
     fn err(&self, msg: impl Into<String>) -> StoreError {
         StoreError::Oci {
             dir: self.dir.to_path_buf(),
@@ -88,15 +109,41 @@ impl Layout<'_> {
         }
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
-        let hex = digest_hex(digest)
-            .ok_or_else(|| self.err(format!("unsupported or malformed digest {digest:?}")))?;
-        Ok(self.dir.join("blobs/sha256").join(hex))
+    /// Opens the regular file at `rel` (components under the layout directory, none a symlink).
+    fn open_file(&self, rel: &[&str]) -> io::Result<File> {
+        let Some((name, dirs)) = rel.split_last() else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let mut dir: Option<OwnedFd> = None;
+        for d in dirs {
+            let at = dir.as_ref().unwrap_or(&self.fd).as_raw_fd();
+            let fd =
+                sys::openat(at, OsStr::new(d), flags, 0).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) | Some(libc::ENOTDIR) => io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{d}/ is not a directory of the layout (a symlink?)"),
+                    ),
+                    _ => e,
+                })?;
+            dir = Some(fd);
+        }
+        sys::open_regular(
+            dir.as_ref().unwrap_or(&self.fd).as_raw_fd(),
+            OsStr::new(name),
+        )
+    }
+
+    fn blob_hex<'d>(&self, digest: &'d str) -> Result<&'d str, StoreError> {
+        digest_hex(digest)
+            .ok_or_else(|| self.err(format!("unsupported or malformed digest {digest:?}")))
     }
 
     fn open_blob(&self, desc: &Descriptor) -> Result<File, StoreError> {
-        let path = self.blob_path(&desc.digest)?;
-        let f = File::open(&path).map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?;
+        let hex = self.blob_hex(&desc.digest)?;
+        let f = self
+            .open_file(&["blobs", "sha256", hex])
+            .map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?;
         let len = f
             .metadata()
             .map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?
@@ -108,6 +155,18 @@ impl Layout<'_> {
             });
         }
         Ok(f)
+    }
+
+    /// `index.json`, read up to [`MAX_JSON_BLOB`] bytes.
+    fn index(&self) -> Result<Index, StoreError> {
+        let data = match self.open_file(&["index.json"]) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(self.err("index.json is missing"));
+            }
+            r => r.and_then(|f| sys::read_limited(f, MAX_JSON_BLOB)),
+        }
+        .map_err(|e| self.err(format!("index.json: {e}")))?;
+        serde_json::from_slice(&data).map_err(|e| self.err(format!("index.json: {e}")))
     }
 
     /// A small JSON blob, verified and parsed.
@@ -122,9 +181,8 @@ impl Layout<'_> {
                 desc.digest, desc.size
             )));
         }
-        let mut data = Vec::with_capacity(desc.size as usize);
-        self.open_blob(desc)?
-            .read_to_end(&mut data)
+        // Bounded by what is read, not by the size the file had when it was opened.
+        let data = sys::read_limited(self.open_blob(desc)?, MAX_JSON_BLOB)
             .map_err(|e| self.err(format!("blob {}: {e}", desc.digest)))?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         if actual != desc.digest {
@@ -175,9 +233,9 @@ impl Layout<'_> {
 }
 
 /// Hashes a whole file (used to tell a corrupt blob from a corrupt-but-correctly-hashed tarball).
-fn file_digest(path: &Path) -> io::Result<String> {
+fn file_digest(f: File) -> io::Result<String> {
     let mut h = Sha256::new();
-    io::copy(&mut BufReader::new(File::open(path)?), &mut h)?;
+    io::copy(&mut BufReader::new(f), &mut h)?;
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
@@ -189,19 +247,8 @@ pub fn pull(
     reference: Option<&str>,
     mode: ExtractMode,
 ) -> Result<PullOutcome, StoreError> {
-    let layout = Layout { dir: layout_dir };
-    if !layout_dir.is_dir() {
-        return Err(layout.err("no such directory"));
-    }
-    let index_path = layout_dir.join("index.json");
-    let index_data = match std::fs::read(&index_path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(layout.err("index.json is missing"));
-        }
-        r => r.map_err(|e| layout.err(format!("index.json: {e}")))?,
-    };
-    let index: Index =
-        serde_json::from_slice(&index_data).map_err(|e| layout.err(format!("index.json: {e}")))?;
+    let layout = Layout::open(layout_dir)?;
+    let index = layout.index()?;
     let mdesc = layout.select(&index, reference)?;
     if mdesc.media_type.ends_with("image.index.v1+json")
         || mdesc.media_type.ends_with("manifest.list.v2+json")
@@ -276,8 +323,9 @@ pub fn pull(
             Err(e @ StoreError::BlobMismatch { .. }) => return Err(e),
             Err(e) => {
                 // The tar parser may have failed before EOF: a damaged blob is the better explanation.
-                let path = layout.blob_path(&ldesc.digest)?;
-                return match file_digest(&path) {
+                return match layout.open_blob(ldesc).and_then(|f| {
+                    file_digest(f).map_err(|e| layout.err(format!("blob {}: {e}", ldesc.digest)))
+                }) {
                     Ok(actual) if actual != ldesc.digest => Err(StoreError::BlobMismatch {
                         blob: ldesc.digest.clone(),
                         msg: format!("content hashes to {actual}"),

@@ -13,10 +13,13 @@ pub struct IdMap {
     pub size: u32,
 }
 
-/// Maps an archive UID/GID to the on-disk one; an empty map is the identity.
+/// Maps an archive UID/GID to the on-disk one; an empty map is the identity. `None` when it does not
+/// fit: outside every range, or (identity) above 32 bits or `u32::MAX`, which `chown` takes as "leave
+/// unchanged", so the file would silently stay root's. Mapped ranges never reach it (see
+/// `validate_map`: `host_id + size` fits in 32 bits).
 pub(crate) fn map_id(maps: &[IdMap], id: u64) -> Option<u32> {
     if maps.is_empty() {
-        return u32::try_from(id).ok();
+        return u32::try_from(id).ok().filter(|&id| id != u32::MAX);
     }
     maps.iter().find_map(|m| {
         let off = id.checked_sub(u64::from(m.container_id))?;

@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -56,6 +56,79 @@ pub(crate) fn open(path: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::R
     openat(libc::AT_FDCWD, path.as_os_str(), flags, mode)
 }
 
+/// Opens `name` under `dir` for reading only if it is a regular file: a symlink (`O_NOFOLLOW`), a
+/// FIFO, socket or device is refused at once, never waited on (`O_NONBLOCK` until `fstat` has said
+/// "regular", then cleared so reads block normally).
+pub(crate) fn open_regular(dir: RawFd, name: &OsStr) -> io::Result<File> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let fd = openat(dir, name, flags, 0).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => io::Error::new(io::ErrorKind::InvalidInput, "is a symlink"),
+        _ => e,
+    })?;
+    // SAFETY: an all-zero stat is a valid value, overwritten by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open and st is a writable stat.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFIFO => Some("a FIFO"),
+        libc::S_IFCHR | libc::S_IFBLK => Some("a device"),
+        libc::S_IFSOCK => Some("a socket"),
+        _ => Some("a special file"),
+    };
+    if let Some(kind) = kind {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is {kind}, not a regular file"),
+        ));
+    }
+    // SAFETY: fd is open; F_GETFL/F_SETFL only change its status flags.
+    let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: fd is open; clearing O_NONBLOCK only changes how reads wait.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) })?;
+    Ok(File::from(fd))
+}
+
+/// Reads at most `limit` bytes of `r`; more is an `InvalidData` error, whatever the file claims its
+/// size is (a size can change between `fstat` and `read`).
+pub(crate) fn read_limited(r: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
+/// [`read_limited`] of the file at `path`.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_limited(File::open(path)?, limit)
+}
+
+fn statvfs(fd: RawFd) -> io::Result<libc::statvfs> {
+    // SAFETY: an all-zero statvfs is a valid value, overwritten by fstatvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open and st is a writable statvfs.
+    cvt(unsafe { libc::fstatvfs(fd, &mut st) })?;
+    Ok(st)
+}
+
+/// Bytes an unprivileged writer may still allocate on the filesystem holding `fd`.
+pub(crate) fn free_space(fd: RawFd) -> io::Result<u64> {
+    let st = statvfs(fd)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Total size in bytes of the filesystem holding `fd`.
+pub(crate) fn filesystem_size(fd: RawFd) -> io::Result<u64> {
+    let st = statvfs(fd)?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
 /// Random bytes from the kernel, hex encoded.
 pub(crate) fn random_hex(nbytes: usize) -> String {
     let mut buf = vec![0u8; nbytes];
@@ -100,10 +173,15 @@ impl Replacement {
     /// The default temp file for `target`: a dotted sibling. Callers hold the target's write lock, so
     /// the fixed name cannot collide.
     pub(crate) fn beside(target: &Path) -> io::Result<Replacement> {
+        Replacement::create(Replacement::beside_path(target))
+    }
+
+    /// Where [`Replacement::beside`] puts the temp file for `target`: `.NAME.tmp` next to it.
+    pub(crate) fn beside_path(target: &Path) -> PathBuf {
         let mut name = std::ffi::OsString::from(".");
         name.push(target.file_name().unwrap_or_default());
         name.push(".tmp");
-        Replacement::create(target.with_file_name(name))
+        target.with_file_name(name)
     }
 
     /// Replaces `target` with `data` so readers see either the old or the new content, never a mix:

@@ -128,10 +128,12 @@ impl Tar {
     }
 
     pub fn xattr(&mut self, name: &str, value: &[u8]) -> &mut Self {
-        let key = format!("SCHILY.xattr.{name}");
-        self.0
-            .append_pax_extensions([(key.as_str(), value)])
-            .unwrap();
+        self.pax(&format!("SCHILY.xattr.{name}"), value)
+    }
+
+    /// A PAX header with one record, for the next entry.
+    pub fn pax(&mut self, key: &str, value: &[u8]) -> &mut Self {
+        self.0.append_pax_extensions([(key, value)]).unwrap();
         self
     }
 
