@@ -20,7 +20,7 @@ fn layer_tar(size: u64, seed: u64) -> Vec<u8> {
         layers: 1,
         layer_size: ByteSize(size),
         files_per_layer: (size / (256 << 10)).max(1) as usize,
-        compression: Compression::None,
+        compression: Compression::Plain,
         seed,
     };
     let mut tar = Vec::with_capacity(size as usize + (1 << 20));

@@ -99,6 +99,7 @@ impl PullArgs {
             image: self.image,
             extract_nice: self.tuning.extract_nice,
             durable: self.tuning.durable,
+            max_layer_size: self.tuning.max_layer_size(),
         }
     }
 }
@@ -113,6 +114,17 @@ struct StoreTuning {
     /// metadata). Off by default: the demo is about lock contention, not the disk's flush latency.
     #[arg(long)]
     durable: bool,
+    /// Largest uncompressed tar stream one layer may have; a larger one (a decompression bomb) is
+    /// refused and its partial layer removed [default: store-core's, 32G].
+    #[arg(long, value_name = "SIZE")]
+    max_layer_size: Option<ByteSize>,
+}
+
+impl StoreTuning {
+    fn max_layer_size(&self) -> u64 {
+        self.max_layer_size
+            .map_or(store_core::DEFAULT_MAX_LAYER_SIZE, |s| s.0)
+    }
 }
 
 #[derive(Args)]
@@ -177,6 +189,7 @@ impl RunArgs {
             command,
             extract_nice: self.tuning.extract_nice,
             durable: self.tuning.durable,
+            max_layer_size: self.tuning.max_layer_size(),
             ready_timeout: ready_timeout()?,
         })
     }

@@ -285,6 +285,73 @@ fn pull_by_bad_digest_fails_on_one_line_naming_it() {
 }
 
 #[test]
+fn pull_over_max_layer_size_fails_naming_the_limit_and_leaves_no_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
+    let store = dir.path().join("store");
+    for mode in ["locked", "staged"] {
+        let result = lockbench(&[
+            "pull",
+            "--store",
+            store.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--max-layer-size",
+            "16K",
+            image.to_str().unwrap(),
+        ]);
+        let (_, stderr) = text(&result);
+        assert!(
+            !result.status.success(),
+            "{mode}: a 64K layer passed a 16K limit"
+        );
+        assert!(
+            stderr.contains("limit of 16384 bytes"),
+            "{mode}: unclear error: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        let mut left: Vec<_> = fs::read_dir(store.join("overlay"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name != "staging")
+            .collect();
+        left.extend(
+            fs::read_dir(store.join("overlay/staging"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name()),
+        );
+        assert!(
+            left.is_empty(),
+            "{mode}: the partial layer was kept: {left:?}"
+        );
+    }
+    let ok = pull_into(&store, image.to_str().unwrap());
+    assert!(ok.status.success(), "{}", text(&ok).1);
+}
+
+#[test]
+fn run_hands_max_layer_size_to_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = tiny_run_with(
+        dir.path(),
+        "staged",
+        &["--trace", "off", "--max-layer-size", "64K"],
+    );
+    assert!(!result.status.success(), "512K layers passed a 64K limit");
+    let report = report(dir.path());
+    assert_eq!(report["failed"], true);
+    for pull in report["modes"][0]["pulls"].as_array().unwrap() {
+        assert!(
+            pull["error"]
+                .as_str()
+                .unwrap()
+                .contains("limit of 65536 bytes"),
+            "{pull}"
+        );
+    }
+}
+
+#[test]
 fn bad_size_and_mode_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let result = lockbench(&[

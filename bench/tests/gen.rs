@@ -150,7 +150,7 @@ fn index_carries_the_tag_annotation_and_config_the_diff_ids() {
 #[test]
 fn store_core_pulls_every_compression_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();
-    for (i, compression) in [Compression::Gzip, Compression::Zstd, Compression::None]
+    for (i, compression) in [Compression::Gzip, Compression::Zstd, Compression::Plain]
         .into_iter()
         .enumerate()
     {

@@ -65,7 +65,7 @@ impl<W: Write> Compressor<W> {
                 Compressor::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::default()))
             }
             Compression::Zstd => Compressor::Zstd(zstd::Encoder::new(w, 3)?),
-            Compression::None => Compressor::None(w),
+            Compression::Plain => Compressor::None(w),
         })
     }
     fn finish(self) -> io::Result<W> {

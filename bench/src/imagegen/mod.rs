@@ -8,16 +8,15 @@
 //! Bytes are a pure function of the parameters: fixed mtimes and owners, entries in sorted order,
 //! a ChaCha RNG seeded per layer, compressors without timestamps.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::size::ByteSize;
+pub use store_core::Compression;
 
 mod layer;
 mod layout;
@@ -37,54 +36,12 @@ pub enum GenError {
     Io { path: PathBuf, source: io::Error },
     #[error("invalid generator parameters: {0}")]
     Spec(String),
-    #[error("unknown compression {0:?} (expected gzip, zstd or none)")]
-    Compression(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GenError + '_ {
     move |source| GenError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    None,
-}
-
-impl Compression {
-    fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = GenError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "gzip" => Ok(Compression::Gzip),
-            "zstd" => Ok(Compression::Zstd),
-            "none" => Ok(Compression::None),
-            other => Err(GenError::Compression(other.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::None => "none",
-        })
     }
 }
 

@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub extract_nice: u8,
     /// Every worker's store is opened `durable`.
     pub durable: bool,
+    /// Every worker's store's `max_layer_size` (bytes).
+    pub max_layer_size: u64,
     /// How long workers get to print `ready` before they are killed (READY_TIMEOUT by default).
     pub ready_timeout: Duration,
 }
@@ -56,4 +58,6 @@ pub struct PullConfig {
     pub image: String,
     pub extract_nice: u8,
     pub durable: bool,
+    /// store-core's `max_layer_size` (bytes).
+    pub max_layer_size: u64,
 }

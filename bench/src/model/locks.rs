@@ -6,7 +6,7 @@ use std::path::Path;
 use locktrace_report::{Histogram, Metric, Mode, Report};
 
 /// The lock whose hold time the staged mode is about.
-pub const LAYERS_LOCK: &str = "layers.lock";
+pub use store_core::layout::LAYERS_LOCK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockStats {

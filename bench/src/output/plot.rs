@@ -8,6 +8,7 @@ use locktrace_report::write_atomic;
 use locktrace_report::{Metric, Report, human_duration, plot_cdf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use store_core::layout::{CONTAINERS_LOCK, IMAGES_LOCK, LAYERS_LOCK, STORAGE_LOCK};
 
 use crate::error::{Context, Error, Result};
 use crate::model::{BenchMode, BenchReport, ModeSamples};
@@ -22,12 +23,7 @@ pub struct Plot {
 
 const SIZE: (u32, u32) = (860, 420);
 /// The store's own lock files, by name.
-const STORE_LOCKS: [&str; 4] = [
-    "storage.lock",
-    "layers.lock",
-    "images.lock",
-    "containers.lock",
-];
+const STORE_LOCKS: [&str; 4] = [STORAGE_LOCK, LAYERS_LOCK, IMAGES_LOCK, CONTAINERS_LOCK];
 
 fn mode_color(mode: BenchMode) -> RGBColor {
     match mode {
@@ -202,7 +198,7 @@ fn timeline(s: &ModeSamples) -> Result<Option<Plot>> {
     let spans: Vec<_> = s
         .spans
         .iter()
-        .filter(|sp| is_lock(&sp.lock, "layers.lock"))
+        .filter(|sp| is_lock(&sp.lock, LAYERS_LOCK))
         .collect();
     if spans.is_empty() {
         return Ok(None);

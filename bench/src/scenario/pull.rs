@@ -15,6 +15,7 @@ pub fn run(cfg: &PullConfig) -> Result<()> {
     let opts = StoreOptions {
         extract_nice: cfg.extract_nice,
         durable: cfg.durable,
+        max_layer_size: Some(cfg.max_layer_size),
         ..Default::default()
     };
     let store = Store::open(&cfg.store, opts)

@@ -39,6 +39,9 @@ pub struct WorkerArgs {
     /// store-core's `durable`.
     #[arg(long)]
     pub durable: bool,
+    /// store-core's `max_layer_size`, in bytes.
+    #[arg(long, default_value_t = store_core::DEFAULT_MAX_LAYER_SIZE)]
+    pub max_layer_size: u64,
     /// Reader think time between rounds, so readers sample the store rather than saturate the CPU.
     #[arg(long, default_value_t = 10)]
     pub pause_ms: u64,
@@ -67,6 +70,8 @@ fn work(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
         durable: args.durable,
         extract_nice: args.extract_nice,
         observer: Some(observer),
+        max_layer_size: Some(args.max_layer_size),
+        ..StoreOptions::default()
     };
     let store = Store::open(&args.store, opts)
         .with_context(|| format!("opening store {}", args.store.display()))?;

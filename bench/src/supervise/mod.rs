@@ -73,6 +73,7 @@ pub fn spawn(
         .args(["--image", &spec.image])
         .args(["--extract-nice", &cfg.extract_nice.to_string()])
         .args(cfg.durable.then_some("--durable"))
+        .args(["--max-layer-size", &cfg.max_layer_size.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr_file)
