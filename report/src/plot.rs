@@ -8,9 +8,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::compare::Lineup;
+use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::model::Report;
-use crate::render::human_duration;
 
 const PANEL: (u32, u32) = (640, 360);
 const COLUMNS: usize = 2;
