@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use hdrhistogram::Histogram;
 
 use crate::error::ReportError;
-use crate::histogram::new_histogram;
+use crate::histogram::{MAX_SAMPLES, new_histogram};
 use crate::model::{
     Actor, ActorStat, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Summary, TOP_ACTORS, TryCounts, TryOutcome,
@@ -119,15 +119,18 @@ impl MetricAcc {
     }
 
     /// Adds a stored metric; `min`/`max`/`total` stay exact because the summary carries them.
-    /// Sample counts or total time past `u64::MAX` are an error: the sum would be a lie.
+    /// Sample counts past [`MAX_SAMPLES`] or total time past `u64::MAX` are an error: the sum
+    /// would be a lie.
     fn absorb(&mut self, hist: &Histogram<u64>, summary: &Summary) -> Result<(), String> {
         if hist.is_empty() {
             return Ok(());
         }
+        // The stored encoding carries counters as i64; a sum that fits there fits every counter.
         self.hist
             .len()
             .checked_add(hist.len())
-            .ok_or("sample counts add up past 2^64")?;
+            .filter(|&n| n <= MAX_SAMPLES)
+            .ok_or("sample counts add up past 2^63-1, more than a histogram stores")?;
         let total = self
             .total
             .checked_add(summary.total)
