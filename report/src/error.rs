@@ -24,10 +24,7 @@ pub enum ReportError {
     /// the histogram does not back.
     #[error("{}: corrupt report: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
-    #[error(
-        "{}: larger than {limit} bytes, more than any report this tool writes",
-        path.display()
-    )]
+    #[error("{}: larger than the {limit}-byte limit for reports", path.display())]
     TooLarge { path: PathBuf, limit: u64 },
     /// `at` names the lock, mode and metric: `layers.lock write hold`.
     #[error("histogram of {at}: {reason}")]

@@ -65,6 +65,8 @@ fn min_above_max_is_refused_when_read_and_never_panics_in_memory() {
     let _ = compare::compare(&[("a", &bad), ("b", &r)]);
     let _ = export::bmf(&bad);
     let _ = export::hdr_text(&bad);
+    let dir = tempfile::tempdir().unwrap();
+    let _ = locktrace_report::plot_cdf(&[("bad", &bad)], &dir.path().join("cdf.svg"));
     let budgets = vec!["layers.lock:hold:p99<=1s".parse().unwrap()];
     let _ = evaluate(
         &bad,

@@ -239,3 +239,16 @@ fn entry_expr(entry: BudgetEntry) -> Result<String, String> {
         _ => Err("give either `expr` alone, or `lock`, `metric`, `stat`, `op` and `limit` (optional `mode`)".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budgets_file_is_read_only_up_to_its_cap() {
+        // A device that never ends: refused after the cap, not read until memory runs out.
+        let err = load_budgets(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
+        assert!(err.starts_with("/dev/zero: bad budgets file"), "{err}");
+    }
+}

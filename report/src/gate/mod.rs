@@ -1,8 +1,8 @@
 //! CI gate: latency budgets (`layers.lock:hold:p99<=50ms`) and regressions against a baseline report,
 //! with per-check verdicts, text/JSON/JUnit output and a process exit code.
 //!
-//! Split by job: [`budget`] parses budgets, [`evaluate`](mod@evaluate) turns a report and budgets
-//! into checks, `check` holds the verdict types, `format` writes them out.
+//! Split by job: `budget` parses budgets, `evaluate` turns a report, budgets and a baseline into
+//! checks, `check` holds the verdict types, `format` writes them out.
 
 pub mod budget;
 mod check;
