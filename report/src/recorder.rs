@@ -26,8 +26,9 @@ pub(crate) struct ModeAcc {
 }
 
 impl ModeAcc {
-    /// Adds a stored mode report (histograms decoded, counts and top lists summed). Counts that
-    /// would pass `u64::MAX` are refused, not wrapped or silently saturated.
+    /// Adds a stored mode report (histograms decoded, counts and top lists summed). Sums that
+    /// would not fit (samples past [`MAX_SAMPLES`], time or try counts past `u64::MAX`) are
+    /// refused, not wrapped or silently saturated.
     pub(crate) fn absorb(
         &mut self,
         lock: &LockReport,

@@ -247,7 +247,9 @@ mod tests {
     #[test]
     fn a_budgets_file_is_read_only_up_to_its_cap() {
         // A device that never ends: refused after the cap, not read until memory runs out.
-        let err = load_budgets(Path::new("/dev/zero")).unwrap_err().to_string();
+        let err = load_budgets(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("larger than 1048576 bytes"), "{err}");
         assert!(err.starts_with("/dev/zero: bad budgets file"), "{err}");
     }
