@@ -152,6 +152,14 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_covers_the_largest_histogram_of_our_precision() {
+        // Every counter of a histogram over the whole recordable range, each a 9-byte varint.
+        let widest =
+            Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, SIGNIFICANT_DIGITS).unwrap();
+        assert!(V2_HEADER_BYTES + widest.distinct_values() * 9 <= MAX_ENCODED_BYTES);
+    }
+
+    #[test]
     fn a_header_claiming_a_huge_payload_is_refused_without_allocating_it() {
         // ~100 bytes whose V2 header claims 2 GiB of counts.
         let text = reencoded(|inner| inner[4..8].copy_from_slice(&(2u32 << 30).to_be_bytes()));
