@@ -20,17 +20,19 @@ pub enum ReportError {
         found: u64,
         supported: u32,
     },
-    #[error("histogram of {lock} {mode} {metric}: {reason}")]
-    Histogram {
-        lock: String,
-        mode: crate::Mode,
-        metric: crate::Metric,
-        reason: String,
-    },
+    /// A report that parses but cannot be right: a histogram that does not decode, or a summary
+    /// the histogram does not back.
+    #[error("{}: corrupt report: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{}: larger than the {limit}-byte limit for reports", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    /// `at` names the lock, mode and metric: `layers.lock write hold`.
+    #[error("histogram of {at}: {reason}")]
+    Histogram { at: String, reason: String },
     #[error("cannot encode histogram: {0}")]
     Encode(String),
     #[error("lock {lock} has no {mode} samples")]
-    NoSuchMode { lock: String, mode: crate::Mode },
+    NoSuchMode { lock: String, mode: String },
     #[error("invalid budget {expr:?}: {reason}")]
     Budget { expr: String, reason: String },
     #[error("{}: bad budgets file: {reason}", path.display())]

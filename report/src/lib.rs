@@ -1,12 +1,19 @@
 //! locktrace-report: the one report model shared by the tracer (`locktrace`), the bench
 //! (`lockbench`) and the gate. A report maps lock → mode → wait/hold HdrHistograms (the lossless
 //! source of truth) plus derived summaries, try-lock outcomes, top actors and drop accounting.
+//!
+//! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error` and
+//! `histogram` at the bottom; `model` (the types) on them; `load` (reading and validating) and
+//! `recorder` on the model; `merge` on the recorder; `render`, `compare`, `export`, `gate` and
+//! `plot` on top.
 
 pub mod compare;
+mod duration;
 mod error;
 pub mod export;
 pub mod gate;
 mod histogram;
+mod load;
 pub mod markup;
 pub mod merge;
 mod model;
@@ -16,8 +23,10 @@ pub mod plot;
 mod recorder;
 mod render;
 
+pub use duration::human_duration;
 pub use error::ReportError;
 pub use histogram::{SIGNIFICANT_DIGITS, new_histogram};
+pub use load::MAX_REPORT_BYTES;
 pub use model::{
     Actor, ActorStat, Drops, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Source, Statistic, Summary, TOP_ACTORS, TryCounts, TryOutcome,
@@ -25,7 +34,7 @@ pub use model::{
 pub use output::write_atomic;
 pub use pattern::glob_match;
 pub use recorder::Recorder;
-pub use render::{human_duration, render_text};
+pub use render::render_text;
 
 pub use hdrhistogram::Histogram;
 pub use merge::merge;

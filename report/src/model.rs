@@ -6,6 +6,7 @@ use std::str::FromStr;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::histogram;
 use crate::pattern::glob_match;
@@ -258,6 +259,30 @@ pub struct Summary {
     pub total: u64,
 }
 
+impl Summary {
+    /// Summary of `hist`; `min`, `max` and `total` are the exact values tracked next to it.
+    pub fn from_histogram(hist: &Histogram<u64>, total: u64, min: u64, max: u64) -> Summary {
+        let count = hist.len();
+        if count == 0 {
+            return Summary::default();
+        }
+        // Histogram percentiles report the top of a bucket; never claim more than the exact range.
+        // `max(min)` keeps the bounds ordered, so a corrupt summary cannot make `clamp` panic.
+        let q = |quantile: f64| hist.value_at_quantile(quantile).clamp(min, max.max(min));
+        Summary {
+            count,
+            min,
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max,
+            mean: total / count,
+            total,
+        }
+    }
+}
+
 /// A statistic of a [`Summary`], as named in budgets and comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -318,7 +343,7 @@ impl Statistic {
     /// The value formatted in the statistic's unit.
     pub fn format(self, value: u64) -> String {
         if self.is_duration() {
-            crate::render::human_duration(value)
+            human_duration(value)
         } else {
             value.to_string()
         }
@@ -369,7 +394,7 @@ impl MetricReport {
         max: u64,
     ) -> Result<Self, ReportError> {
         Ok(MetricReport {
-            summary: histogram::summarize(hist, total, min, max),
+            summary: Summary::from_histogram(hist, total, min, max),
             histogram: histogram::encode(hist)?,
         })
     }
@@ -387,22 +412,37 @@ pub struct TryCounts {
 
 impl TryCounts {
     pub fn total(&self) -> u64 {
-        self.acquired + self.refused + self.errors + self.interrupted
+        self.acquired
+            .saturating_add(self.refused)
+            .saturating_add(self.errors)
+            .saturating_add(self.interrupted)
     }
 
+    /// Adds `other`, saturating; [`TryCounts::checked_add`] says when that would lose counts.
     pub fn add(&mut self, other: &TryCounts) {
-        self.acquired += other.acquired;
-        self.refused += other.refused;
-        self.errors += other.errors;
-        self.interrupted += other.interrupted;
+        self.acquired = self.acquired.saturating_add(other.acquired);
+        self.refused = self.refused.saturating_add(other.refused);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.interrupted = self.interrupted.saturating_add(other.interrupted);
+    }
+
+    /// The sum, or `None` when a count would pass `u64::MAX`.
+    pub fn checked_add(&self, other: &TryCounts) -> Option<TryCounts> {
+        Some(TryCounts {
+            acquired: self.acquired.checked_add(other.acquired)?,
+            refused: self.refused.checked_add(other.refused)?,
+            errors: self.errors.checked_add(other.errors)?,
+            interrupted: self.interrupted.checked_add(other.interrupted)?,
+        })
     }
 
     pub(crate) fn count(&mut self, outcome: TryOutcome) {
+        let one = |n: &mut u64| *n = n.saturating_add(1);
         match outcome {
-            TryOutcome::Acquired => self.acquired += 1,
-            TryOutcome::Refused => self.refused += 1,
-            TryOutcome::Error => self.errors += 1,
-            TryOutcome::Interrupted => self.interrupted += 1,
+            TryOutcome::Acquired => one(&mut self.acquired),
+            TryOutcome::Refused => one(&mut self.refused),
+            TryOutcome::Error => one(&mut self.errors),
+            TryOutcome::Interrupted => one(&mut self.interrupted),
         }
     }
 }
@@ -459,39 +499,6 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn read(path: &Path) -> Result<Report, ReportError> {
-        let bytes = std::fs::read(path).map_err(|e| ReportError::io(path, e))?;
-        Report::from_json(&bytes, path)
-    }
-
-    /// Parses report JSON; `origin` only names the input in errors.
-    pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Report, ReportError> {
-        let parse_err = |reason: String| ReportError::Parse {
-            path: origin.to_path_buf(),
-            reason,
-        };
-        // Look at the version before the shape: a newer report may have a shape we cannot parse, and
-        // "upgrade" is the useful message then, not "missing field".
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| parse_err(e.to_string()))?;
-        let version = value
-            .get("schema_version")
-            .ok_or_else(|| parse_err("no schema_version field".into()))?
-            .as_u64()
-            .ok_or_else(|| parse_err("schema_version is not a positive integer".into()))?;
-        if version == 0 {
-            return Err(parse_err("schema_version 0 does not exist".into()));
-        }
-        if version > u64::from(SCHEMA_VERSION) {
-            return Err(ReportError::UnsupportedSchema {
-                path: origin.to_path_buf(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        serde_json::from_value(value).map_err(|e| parse_err(e.to_string()))
-    }
-
     pub fn to_json(&self) -> String {
         // Serializing plain structs with string keys cannot fail.
         serde_json::to_string_pretty(self).expect("report serializes to JSON")
@@ -527,13 +534,11 @@ impl LockReport {
             .get(&mode)
             .ok_or_else(|| ReportError::NoSuchMode {
                 lock: self.key.to_string(),
-                mode,
+                mode: mode.to_string(),
             })?;
         histogram::decode(&mode_report.metric(metric).histogram).map_err(|reason| {
             ReportError::Histogram {
-                lock: self.key.to_string(),
-                mode,
-                metric,
+                at: format!("{} {mode} {metric}", self.key),
                 reason,
             }
         })

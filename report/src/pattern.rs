@@ -3,32 +3,42 @@
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
-    matches_from(&p, &t)
-}
-
-fn matches_from(p: &[char], t: &[char]) -> bool {
-    match p.first() {
-        None => t.is_empty(),
-        Some('*') => {
-            let crosses = p.get(1) == Some(&'*');
-            let rest = if crosses { &p[2..] } else { &p[1..] };
-            // Try every split point; lock names are short, so the backtracking stays cheap.
-            for i in 0..=t.len() {
-                if matches_from(rest, &t[i..]) {
-                    return true;
+    // matched[j]: the pattern so far matches t[..j]. One pass per pattern token keeps the cost at
+    // pattern × text, whatever the stars (backtracking is exponential on `*a*a*a…b`).
+    let mut matched = vec![false; t.len() + 1];
+    matched[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let mut next = vec![false; t.len() + 1];
+        match p[i] {
+            '*' => {
+                let crosses = p.get(i + 1) == Some(&'*');
+                // A star matches any run after a matched prefix; a single star stops at '/'.
+                let mut open = false;
+                for j in 0..=t.len() {
+                    if j > 0 && !crosses && t[j - 1] == '/' {
+                        open = false;
+                    }
+                    open |= matched[j];
+                    next[j] = open;
                 }
-                if i < t.len() && !crosses && t[i] == '/' {
-                    return false;
-                }
+                i += if crosses { 2 } else { 1 };
             }
-            false
+            c => {
+                for j in 1..=t.len() {
+                    let fits = if c == '?' {
+                        t[j - 1] != '/'
+                    } else {
+                        t[j - 1] == c
+                    };
+                    next[j] = matched[j - 1] && fits;
+                }
+                i += 1;
+            }
         }
-        Some('?') => match t.first() {
-            Some(c) if *c != '/' => matches_from(&p[1..], &t[1..]),
-            _ => false,
-        },
-        Some(c) => t.first() == Some(c) && matches_from(&p[1..], &t[1..]),
+        matched = next;
     }
+    matched[t.len()]
 }
 
 #[cfg(test)]
@@ -51,5 +61,20 @@ mod tests {
             "/var/lib/**/layers.lock",
             "/var/lib/containers/storage/overlay-layers/layers.lock"
         ));
+        assert!(glob_match("a/**", "a/b/c"));
+        assert!(!glob_match("a/*", "a/b/c"));
+        assert!(glob_match("***", "a/b"));
+        assert!(!glob_match("?", ""));
+    }
+
+    #[test]
+    fn many_stars_stay_fast() {
+        // Exponential for a backtracking matcher: 30 stars against 200 characters.
+        let pattern = format!("{}b", "*a".repeat(30));
+        let text = "a".repeat(200);
+        let started = std::time::Instant::now();
+        assert!(!glob_match(&pattern, &text));
+        assert!(glob_match(&pattern, &format!("{text}b")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

@@ -4,13 +4,16 @@
 
 use std::path::Path;
 
+use image::codecs::png::PngEncoder;
+use image::{ColorType, ImageEncoder};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::compare::Lineup;
+use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::model::Report;
-use crate::render::human_duration;
+use crate::output::write_atomic;
 
 const PANEL: (u32, u32) = (640, 360);
 const COLUMNS: usize = 2;
@@ -54,34 +57,14 @@ pub fn plot_cdf(reports: &[(&str, &Report)], out: &Path) -> Result<(), ReportErr
         PANEL.0 * COLUMNS.min(panels.len()) as u32,
         PANEL.1 * rows as u32,
     );
-    // Draw into a sibling temp file (same extension, which picks the encoder) and rename, so a
-    // failure never leaves a half-written image under the requested name.
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(out.file_stem().unwrap_or_default());
-    tmp_name.push(format!(
-        ".tmp.{}.{}",
-        std::process::id(),
-        ext.as_deref().unwrap_or("")
-    ));
-    let tmp = out.with_file_name(tmp_name);
-    let result = if svg {
-        draw(
-            SVGBackend::new(&tmp, size).into_drawing_area(),
-            &panels,
-            rows,
-        )
+    // Draw in memory and write the image whole, like every other output: a failure never leaves
+    // half an image, and `-o` may name a pipe or device.
+    let image = if svg {
+        render_svg(&panels, rows, size)
     } else {
-        draw(
-            BitMapBackend::new(&tmp, size).into_drawing_area(),
-            &panels,
-            rows,
-        )
+        render_png(&panels, rows, size)
     }
-    .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| e.to_string()));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| {
+    .map_err(|e| {
         // plotters lays text out with a system font for both formats (its `ttf` feature).
         let hint = if e.to_lowercase().contains("font") {
             " (plots need a sans-serif font that fontconfig finds, e.g. Debian's fonts-dejavu-core)"
@@ -89,7 +72,32 @@ pub fn plot_cdf(reports: &[(&str, &Report)], out: &Path) -> Result<(), ReportErr
             ""
         };
         err(format!("{e}{hint}"))
-    })
+    })?;
+    write_atomic(out, &image).map_err(|e| err(e.to_string()))
+}
+
+fn render_svg(panels: &[Panel], rows: usize, size: (u32, u32)) -> Result<Vec<u8>, String> {
+    let mut text = String::new();
+    draw(
+        SVGBackend::with_string(&mut text, size).into_drawing_area(),
+        panels,
+        rows,
+    )?;
+    Ok(text.into_bytes())
+}
+
+fn render_png(panels: &[Panel], rows: usize, size: (u32, u32)) -> Result<Vec<u8>, String> {
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    draw(
+        BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(),
+        panels,
+        rows,
+    )?;
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(&rgb, size.0, size.1, ColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(png)
 }
 
 fn panels(reports: &[(&str, &Report)]) -> Result<Vec<Panel>, ReportError> {

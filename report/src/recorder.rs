@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use hdrhistogram::Histogram;
 
 use crate::error::ReportError;
-use crate::histogram::new_histogram;
+use crate::histogram::{MAX_SAMPLES, new_histogram};
 use crate::model::{
     Actor, ActorStat, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Summary, TOP_ACTORS, TryCounts, TryOutcome,
@@ -26,7 +26,9 @@ pub(crate) struct ModeAcc {
 }
 
 impl ModeAcc {
-    /// Adds a stored mode report (histograms decoded, counts and top lists summed).
+    /// Adds a stored mode report (histograms decoded, counts and top lists summed). Sums that
+    /// would not fit (samples past [`MAX_SAMPLES`], time or try counts past `u64::MAX`) are
+    /// refused, not wrapped or silently saturated.
     pub(crate) fn absorb(
         &mut self,
         lock: &LockReport,
@@ -41,13 +43,16 @@ impl ModeAcc {
             };
             acc.absorb(&hist, &report.metric(metric).summary)
                 .map_err(|reason| ReportError::Histogram {
-                    lock: lock.key.to_string(),
-                    mode,
-                    metric,
+                    at: format!("{} {mode} {metric}", lock.key),
                     reason,
                 })?;
         }
-        self.tries.add(&report.tries);
+        self.tries = self.tries.checked_add(&report.tries).ok_or_else(|| {
+            ReportError::Merge(format!(
+                "{} {mode}: try-lock counts add up past 2^64",
+                lock.key
+            ))
+        })?;
         add_actors(&mut self.waiters, &report.top_waiters);
         add_actors(&mut self.holders, &report.top_holders);
         Ok(())
@@ -70,11 +75,15 @@ fn add_actors(into: &mut HashMap<Actor, (u64, u64)>, stats: &[ActorStat]) {
             pid: a.pid,
             comm: a.comm.clone(),
         };
+        // Top lists are approximate already (re-ranked from top lists); saturating is enough.
         let e = into.entry(actor).or_default();
-        e.0 += a.count;
+        e.0 = e.0.saturating_add(a.count);
         e.1 = e.1.saturating_add(a.total);
     }
 }
+
+/// The largest sample an auto-resizing histogram records (its top is half of `u64::MAX`).
+const MAX_RECORDABLE: u64 = u64::MAX / 2;
 
 /// A histogram plus the exact values the histogram can only approximate.
 #[derive(Debug, Clone)]
@@ -98,9 +107,10 @@ impl Default for MetricAcc {
 
 impl MetricAcc {
     fn record(&mut self, nanos: u64) {
-        // Auto-resizing histograms only refuse values beyond what the bucket math can cover (~2^63ns,
-        // centuries); clamp those rather than lose the sample. `saturating_record` alone would clamp
-        // to the current size instead of growing.
+        // Auto-resizing histograms cover up to 2^63ns (centuries); clamp beyond that rather than
+        // lose the sample, and keep the exact values on the same clamped sample so the summary
+        // still agrees with the histogram.
+        let nanos = nanos.min(MAX_RECORDABLE);
         if self.hist.record(nanos).is_err() {
             self.hist.saturating_record(nanos);
         }
@@ -110,12 +120,24 @@ impl MetricAcc {
     }
 
     /// Adds a stored metric; `min`/`max`/`total` stay exact because the summary carries them.
+    /// Sample counts past [`MAX_SAMPLES`] or total time past `u64::MAX` are an error: the sum
+    /// would be a lie.
     fn absorb(&mut self, hist: &Histogram<u64>, summary: &Summary) -> Result<(), String> {
         if hist.is_empty() {
             return Ok(());
         }
+        // The stored encoding carries counters as i64; a sum that fits there fits every counter.
+        self.hist
+            .len()
+            .checked_add(hist.len())
+            .filter(|&n| n <= MAX_SAMPLES)
+            .ok_or("sample counts add up past 2^63-1, more than a histogram stores")?;
+        let total = self
+            .total
+            .checked_add(summary.total)
+            .ok_or("total time adds up past 2^64 ns")?;
         self.hist.add(hist).map_err(|e| format!("{e:?}"))?;
-        self.total = self.total.saturating_add(summary.total);
+        self.total = total;
         self.min = self.min.min(summary.min);
         self.max = self.max.max(summary.max);
         Ok(())
@@ -151,7 +173,7 @@ impl Recorder {
         // Look up before inserting so the common case does not clone the actor's name.
         match actors.get_mut(actor) {
             Some(entry) => {
-                entry.0 += 1;
+                entry.0 = entry.0.saturating_add(1);
                 entry.1 = entry.1.saturating_add(nanos);
             }
             None => {

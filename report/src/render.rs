@@ -1,39 +1,9 @@
+//! The human-readable text form of a report (`locktrace report`, `record`'s summary).
+
 use std::fmt::Write;
 
+use crate::duration::human_duration;
 use crate::model::{ActorStat, Metric, ModeReport, Report, Summary};
-
-/// Three significant digits in the largest unit that keeps the number at least 1:
-/// "850ns", "12.3µs", "4.56ms", "1.20s".
-pub fn human_duration(nanos: u64) -> String {
-    if nanos < 1_000 {
-        return format!("{nanos}ns");
-    }
-    const UNITS: [(f64, &str); 3] = [(1e3, "µs"), (1e6, "ms"), (1e9, "s")];
-    let mut idx = if nanos < 1_000_000 {
-        0
-    } else if nanos < 1_000_000_000 {
-        1
-    } else {
-        2
-    };
-    loop {
-        let (scale, unit) = UNITS[idx];
-        let value = nanos as f64 / scale;
-        let decimals = if value < 9.995 {
-            2
-        } else if value < 99.95 {
-            1
-        } else {
-            0
-        };
-        // 999.7µs must print as "1.00ms", not "1000µs".
-        if value >= 999.5 && idx + 1 < UNITS.len() {
-            idx += 1;
-            continue;
-        }
-        return format!("{value:.decimals$}{unit}");
-    }
-}
 
 const COLUMNS: [&str; 8] = [
     "count", "p50", "p90", "p99", "p99.9", "max", "mean", "total",
@@ -138,21 +108,4 @@ fn render_actors(out: &mut String, title: &str, actors: &[ActorStat]) {
         })
         .collect();
     let _ = writeln!(out, "    {title}: {}", list.join(", "));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_duration;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_duration(0), "0ns");
-        assert_eq!(human_duration(850), "850ns");
-        assert_eq!(human_duration(12_345), "12.3µs");
-        assert_eq!(human_duration(4_560_000), "4.56ms");
-        assert_eq!(human_duration(1_200_000_000), "1.20s");
-        assert_eq!(human_duration(999_700), "1.00ms");
-        assert_eq!(human_duration(9_999), "10.0µs");
-        assert_eq!(human_duration(3_600_000_000_000), "3600s");
-    }
 }

@@ -168,8 +168,8 @@ fn budgets_pass_and_fail_with_measured_value_and_limit() {
         .collect();
     assert_eq!(fail.len(), 1);
     let f = fail[0];
-    assert_eq!(f.lock.as_deref(), Some("overlay-layers/layers.lock"));
-    assert!(f.measured.unwrap() > 50_000_000);
+    assert_eq!(f.lock(), Some("overlay-layers/layers.lock"));
+    assert!(f.measured().unwrap() > 50_000_000);
     assert!(
         f.message.contains("layers.lock:hold:p99<=50ms"),
         "{}",
@@ -268,9 +268,9 @@ fn regression_against_baseline() {
         .collect();
     assert_eq!(failed.len(), 2, "hold p50 and p99");
     for c in &failed {
-        assert_eq!(c.kind, CheckKind::Regression);
-        assert_eq!(c.metric, Some(Metric::Hold));
-        let (m, b) = (c.measured.unwrap() as f64, c.baseline.unwrap() as f64);
+        assert_eq!(c.kind(), CheckKind::Regression);
+        assert_eq!(c.metric(), Some(Metric::Hold));
+        let (m, b) = (c.measured().unwrap() as f64, c.baseline().unwrap() as f64);
         assert!((m / b - 2.0).abs() < 0.01, "{}", c.message);
         assert!(
             c.message.contains("baseline") && c.message.contains("limit"),
@@ -282,7 +282,7 @@ fn regression_against_baseline() {
     let images: Vec<_> = result
         .checks
         .iter()
-        .filter(|c| c.lock.as_deref() == Some("overlay-images/images.lock"))
+        .filter(|c| c.lock() == Some("overlay-images/images.lock"))
         .collect();
     assert!(!images.is_empty());
     assert!(images.iter().all(|c| c.verdict == Verdict::Inconclusive));
@@ -356,9 +356,9 @@ fn baseline_merges_same_named_lock_files_on_both_sides() {
     assert_eq!(p50.verdict, Verdict::Fail);
     let all_base: Vec<u64> = slow.iter().chain(&fast).copied().collect();
     let all_now: Vec<u64> = slow.iter().chain(&slow).copied().collect();
-    assert_eq!(p50.baseline, Some(hold_summary(&all_base).p50));
-    assert_eq!(p50.measured, Some(hold_summary(&all_now).p50));
-    assert_eq!((p50.samples, p50.files), (Some(200), Some(2)));
+    assert_eq!(p50.baseline(), Some(hold_summary(&all_base).p50));
+    assert_eq!(p50.measured(), Some(hold_summary(&all_now).p50));
+    assert_eq!((p50.samples(), p50.files()), (Some(200), Some(2)));
     assert!(
         p50.message
             .starts_with("regression layers.lock (2 files) write hold p50: measured"),
@@ -373,8 +373,8 @@ fn baseline_merges_same_named_lock_files_on_both_sides() {
     let holds = result
         .checks
         .iter()
-        .filter(|c| c.metric == Some(Metric::Hold));
-    assert!(holds.map(|c| c.samples).all(|n| n == Some(200)));
+        .filter(|c| c.metric() == Some(Metric::Hold));
+    assert!(holds.map(|c| c.samples()).all(|n| n == Some(200)));
 }
 
 #[test]
@@ -404,9 +404,9 @@ fn budgets_hold_for_all_same_named_lock_files_together() {
         unreachable!()
     };
     assert_eq!(count.verdict, Verdict::Pass, "{text}");
-    assert_eq!((count.measured, count.files), (Some(200), Some(2)));
+    assert_eq!((count.measured(), count.files()), (Some(200), Some(2)));
     assert_eq!(max.verdict, Verdict::Fail, "{text}");
-    assert_eq!(max.measured, Some(50_000_000));
+    assert_eq!(max.measured(), Some(50_000_000));
     assert!(
         max.message
             .contains("on layers.lock (2 files) write: measured 50.0ms"),
@@ -414,7 +414,7 @@ fn budgets_hold_for_all_same_named_lock_files_together() {
         max.message
     );
     assert_eq!(one.verdict, Verdict::Pass, "{text}");
-    assert_eq!((one.measured, one.files), (Some(100_000), Some(1)));
+    assert_eq!((one.measured(), one.files()), (Some(100_000), Some(1)));
     assert!(
         one.message.contains("on layers.lock write"),
         "{}",
