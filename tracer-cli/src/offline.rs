@@ -159,7 +159,7 @@ impl OfflineCommand {
                 }
                 let text = export.text;
                 match &output {
-                    Some(path) => std::fs::write(path, text)
+                    Some(path) => locktrace_report::write_atomic(path, text.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?,
                     None => emit(&text)?,
                 }
