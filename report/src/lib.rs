@@ -2,11 +2,12 @@
 //! (`lockbench`) and the gate. A report maps lock → mode → wait/hold HdrHistograms (the lossless
 //! source of truth) plus derived summaries, try-lock outcomes, top actors and drop accounting.
 //!
-//! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error` and
-//! `histogram` at the bottom; `model` (the types) on them; `load` (reading and validating) and
+//! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error`, `histogram`
+//! and `blockers` at the bottom; `model` (the types) on them; `load` (reading and validating) and
 //! `recorder` on the model; `merge` on the recorder; `render`, `compare`, `export`, `gate` and
 //! `plot` on top.
 
+mod blockers;
 pub mod compare;
 mod duration;
 mod error;
@@ -23,6 +24,7 @@ pub mod plot;
 mod recorder;
 mod render;
 
+pub use blockers::{Blocker, BlockerOthers, Holder, TOP_BLOCKERS, is_container_id};
 pub use duration::human_duration;
 pub use error::ReportError;
 pub use histogram::{SIGNIFICANT_DIGITS, new_histogram};

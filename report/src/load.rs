@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::blockers;
 use crate::error::ReportError;
 use crate::histogram;
 use crate::model::{Metric, MetricReport, Report, SCHEMA_VERSION, Statistic, Summary};
@@ -78,7 +79,8 @@ impl Report {
     /// Checks that every histogram decodes and every summary agrees with its histogram: count
     /// exactly, min and max within the histogram's bucket of its lowest and highest sample, the
     /// total within what the buckets allow, the mean as total / count, percentiles within the
-    /// bucket the histogram gives. The first disagreement is the error.
+    /// bucket the histogram gives; blockers consistent with themselves and the mode's waits. The
+    /// first disagreement is the error.
     pub fn validate(&self, origin: &Path) -> Result<(), ReportError> {
         for lock in &self.locks {
             for (mode, mode_report) in &lock.modes {
@@ -90,6 +92,18 @@ impl Report {
                         }
                     })?;
                 }
+                let wait = &mode_report.wait.summary;
+                blockers::check(
+                    &mode_report.blockers,
+                    mode_report.blockers_others.as_ref(),
+                    mode_report.holder_not_traced,
+                    wait.count,
+                    wait.max,
+                )
+                .map_err(|reason| ReportError::Corrupt {
+                    path: origin.to_path_buf(),
+                    reason: format!("{} {mode} blockers: {reason}", lock.key),
+                })?;
             }
         }
         Ok(())

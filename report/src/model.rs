@@ -6,6 +6,7 @@ use std::str::FromStr;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::blockers::{Blocker, BlockerOthers};
 use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::histogram;
@@ -472,6 +473,21 @@ pub struct ModeReport {
     /// Top [`TOP_ACTORS`] by total hold time.
     #[serde(default)]
     pub top_holders: Vec<ActorStat>,
+    /// Processes holding a conflicting lock when a wait started: the top
+    /// [`TOP_BLOCKERS`](crate::TOP_BLOCKERS) by total wait caused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
+    /// The blockers past the top ones, summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blockers_others: Option<BlockerOthers>,
+    /// Waits that must have been blocked (longer than the tracer's threshold) while no traced
+    /// process held a conflicting lock.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holder_not_traced: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ModeReport {

@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 
+use crate::blockers::{BlockerAcc, Holder};
 use crate::error::ReportError;
 use crate::histogram::{MAX_SAMPLES, new_histogram};
 use crate::model::{
@@ -23,6 +24,7 @@ pub(crate) struct ModeAcc {
     tries: TryCounts,
     waiters: HashMap<Actor, (u64, u64)>,
     holders: HashMap<Actor, (u64, u64)>,
+    blockers: BlockerAcc,
 }
 
 impl ModeAcc {
@@ -53,18 +55,29 @@ impl ModeAcc {
                 lock.key
             ))
         })?;
+        self.blockers
+            .absorb(
+                &report.blockers,
+                report.blockers_others.as_ref(),
+                report.holder_not_traced,
+            )
+            .map_err(|reason| ReportError::Merge(format!("{} {mode}: {reason}", lock.key)))?;
         add_actors(&mut self.waiters, &report.top_waiters);
         add_actors(&mut self.holders, &report.top_holders);
         Ok(())
     }
 
     pub(crate) fn report(&self) -> ModeReport {
+        let (blockers, blockers_others, holder_not_traced) = self.blockers.report();
         ModeReport {
             wait: self.wait.report(),
             hold: self.hold.report(),
             tries: self.tries,
             top_waiters: top_actors(&self.waiters),
             top_holders: top_actors(&self.holders),
+            blockers,
+            blockers_others,
+            holder_not_traced,
         }
     }
 }
@@ -180,6 +193,26 @@ impl Recorder {
                 actors.insert(actor.clone(), (1, nanos));
             }
         }
+    }
+
+    /// A wait of `nanos` that found `holders` holding a conflicting lock when it started: it
+    /// counts for each of them.
+    pub fn record_blocked<'a>(
+        &mut self,
+        lock: &LockKey,
+        mode: Mode,
+        holders: impl IntoIterator<Item = &'a Holder>,
+        nanos: u64,
+    ) {
+        let acc = &mut self.mode_acc(lock, mode).blockers;
+        for holder in holders {
+            acc.record(holder, nanos);
+        }
+    }
+
+    /// A wait that was blocked by a holder the trace did not see.
+    pub fn record_holder_not_traced(&mut self, lock: &LockKey, mode: Mode) {
+        self.mode_acc(lock, mode).blockers.holder_not_traced();
     }
 
     pub fn record_try(&mut self, lock: &LockKey, mode: Mode, outcome: TryOutcome) {
