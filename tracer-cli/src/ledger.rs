@@ -4,15 +4,23 @@
 //! `(dev, ino, owner)`; the kernel only reports releases of locks it saw being taken, so a release
 //! without an open hold, or a hold still open at the end, is a measurement gap and is counted, never
 //! guessed.
+//!
+//! Every blocking wait is also matched with the holds open when it started ([`crate::holders`]): the
+//! holders it was blocked by, or "holder not traced".
 
 use std::{collections::HashMap, path::PathBuf};
 
 use locktrace_report::{Actor, Drops, LockKey, Metric, Mode, Recorder, TryOutcome};
 use tracer_common::{
-    Event, F_OFD_SETLKW, F_RDLCK, F_SETLKW, F_UNLCK, F_WRLCK, PathRecord, event_flag, kind,
+    Event, F_OFD_SETLKW, F_RDLCK, F_SETLK, F_SETLKW, F_UNLCK, F_WRLCK, PathRecord, event_flag, kind,
 };
 
-use crate::{kernel, tracer::Record};
+use crate::{
+    holders::{Blocked, Hold, Holders, Wait},
+    kernel,
+    process::Processes,
+    tracer::Record,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Owner {
@@ -32,6 +40,8 @@ struct OpenHold {
 pub struct Ledger {
     recorder: Recorder,
     open: HashMap<Owner, OpenHold>,
+    holders: Holders,
+    processes: Processes,
     /// Lock identity by kernel (dev, ino): name from the event, path resolved once.
     locks: HashMap<(u64, u64), LockKey>,
     /// Paths the kernel walked, by kernel (dev, ino).
@@ -67,10 +77,22 @@ impl Ledger {
         ledger
     }
 
-    pub fn handle(&mut self, rec: &Record) {
+    /// A ledger whose holders' command lines and containers come from `processes`.
+    pub fn with_processes(processes: Processes) -> Self {
+        Ledger {
+            processes,
+            ..Self::default()
+        }
+    }
+
+    /// Takes one record; for a blocking lock call, says what it waited for.
+    pub fn handle(&mut self, rec: &Record) -> Option<Blocked> {
         match rec {
             Record::Lock(ev) => self.record(ev),
-            Record::Path(p) => self.learn_path(p),
+            Record::Path(p) => {
+                self.learn_path(p);
+                None
+            }
         }
     }
 
@@ -92,22 +114,28 @@ impl Ledger {
         }
     }
 
-    pub fn record(&mut self, ev: &Event) {
+    /// Takes one event; for a blocking lock call, says what it waited for.
+    pub fn record(&mut self, ev: &Event) -> Option<Blocked> {
         match ev.kind {
             kind::LOCK => self.lock(ev),
-            kind::RELEASE_UNLOCK | kind::RELEASE_CLOSE | kind::RELEASE_EXIT => self.release(ev),
-            _ => {}
+            kind::RELEASE_UNLOCK | kind::RELEASE_CLOSE | kind::RELEASE_EXIT => {
+                self.release(ev);
+                None
+            }
+            _ => None,
         }
     }
 
-    fn lock(&mut self, ev: &Event) {
+    fn lock(&mut self, ev: &Event) -> Option<Blocked> {
         let mode = match ev.lock_type {
             F_RDLCK => Mode::Read,
             F_WRLCK => Mode::Write,
             // Unlock requests are seen again as their release event.
-            F_UNLCK => return,
-            _ => return,
+            F_UNLCK => return None,
+            _ => return None,
         };
+        let file = (ev.dev, ev.ino);
+        let posix = matches!(ev.cmd, F_SETLK | F_SETLKW);
         let lock = self.lock_key(ev);
         let actor = actor(ev);
         let blocking = matches!(ev.cmd, F_SETLKW | F_OFD_SETLKW);
@@ -118,17 +146,31 @@ impl Ledger {
             _ => TryOutcome::Error,
         };
         self.recorder.record_try(&lock, mode, outcome);
-        if blocking {
-            self.recorder.record(
-                &lock,
+        let blocked = blocking.then(|| {
+            let nanos = ev.end_ns.saturating_sub(ev.start_ns);
+            self.recorder
+                .record(&lock, mode, Metric::Wait, nanos, &actor);
+            let wait = Wait {
+                owner: ev.owner,
+                pid: ev.pid,
+                posix,
                 mode,
-                Metric::Wait,
-                ev.end_ns.saturating_sub(ev.start_ns),
-                &actor,
-            );
-        }
+                start_ns: ev.start_ns,
+                end_ns: ev.end_ns,
+            };
+            let blocked = self.holders.blocked(file, &wait);
+            match &blocked {
+                Blocked::By(by) => {
+                    self.recorder
+                        .record_blocked(&lock, mode, by.iter().map(|h| &**h), nanos)
+                }
+                Blocked::NotTraced => self.recorder.record_holder_not_traced(&lock, mode),
+                Blocked::Uncontended => {}
+            }
+            blocked
+        });
         if ev.ret != 0 {
-            return;
+            return blocked;
         }
         let key = Owner {
             dev: ev.dev,
@@ -139,7 +181,19 @@ impl Ledger {
         // the old hold ends here and a new one starts in the new mode.
         if let Some(prev) = self.open.remove(&key) {
             self.close_hold(prev, ev.end_ns);
+            self.holders.close(file, ev.owner, ev.end_ns);
         }
+        self.holders.open(
+            file,
+            Hold {
+                owner: ev.owner,
+                pid: ev.pid,
+                posix,
+                mode,
+                since_ns: ev.end_ns,
+                holder: self.processes.holder(ev.pid, &actor.comm),
+            },
+        );
         self.open.insert(
             key,
             OpenHold {
@@ -149,6 +203,7 @@ impl Ledger {
                 actor,
             },
         );
+        blocked
     }
 
     fn release(&mut self, ev: &Event) {
@@ -158,7 +213,10 @@ impl Ledger {
             owner: ev.owner,
         };
         match self.open.remove(&key) {
-            Some(hold) => self.close_hold(hold, ev.start_ns),
+            Some(hold) => {
+                self.close_hold(hold, ev.start_ns);
+                self.holders.close((ev.dev, ev.ino), ev.owner, ev.start_ns);
+            }
             None => self.unmatched_releases += 1,
         }
     }
@@ -334,5 +392,136 @@ mod tests {
         let r = report(l);
         assert_eq!(r.locks[0].modes[&Mode::Read].hold.summary.total, 50);
         assert_eq!(r.locks[0].modes[&Mode::Write].hold.summary.total, 40);
+    }
+
+    /// `e` as sent by process `pid` (comm `p<pid>`).
+    fn by(pid: u32, mut e: Event) -> Event {
+        e.pid = pid;
+        e.tid = pid;
+        e.comm = [0; 16];
+        let comm = format!("p{pid}");
+        e.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        e
+    }
+
+    fn fake_proc(pid: u32) -> crate::process::Facts {
+        crate::process::Facts {
+            cmdline: Some(format!("podman pull image{pid}")),
+            container: None,
+        }
+    }
+
+    fn ledger() -> Ledger {
+        Ledger::with_processes(Processes::new(fake_proc))
+    }
+
+    fn pids(blocked: Option<Blocked>) -> Vec<u32> {
+        match blocked {
+            Some(Blocked::By(holders)) => holders.iter().map(|h| h.pid).collect(),
+            other => panic!("not blocked by traced holders: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wait_is_blocked_by_the_process_holding_a_conflicting_lock_at_its_start() {
+        let mut l = ledger();
+        l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, 0, 1)));
+        // The release may arrive after the wait it ended (one ring buffer, many CPUs): both orders.
+        let first = l.record(&by(20, ev(kind::LOCK, F_SETLKW, F_RDLCK, 100, 4_000, 0, 2)));
+        l.record(&by(
+            10,
+            ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 3_990, 3_990, 0, 1),
+        ));
+        let second = l.record(&by(21, ev(kind::LOCK, F_SETLKW, F_RDLCK, 200, 4_100, 0, 3)));
+        assert_eq!(pids(first), [10]);
+        assert_eq!(pids(second), [10]);
+        let r = report(l);
+        let m = &r.locks[0].modes[&Mode::Read];
+        assert_eq!(m.blockers.len(), 1);
+        let b = &m.blockers[0];
+        assert_eq!((b.holder.pid, b.holder.comm.as_str()), (10, "p10"));
+        assert_eq!(b.holder.cmdline.as_deref(), Some("podman pull image10"));
+        assert_eq!(
+            (b.waits, b.total_wait_ns, b.max_wait_ns),
+            (2, 3_900 + 3_900, 3_900)
+        );
+        assert_eq!(m.holder_not_traced, 0);
+    }
+
+    #[test]
+    fn readers_do_not_block_readers() {
+        let mut l = ledger();
+        l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_RDLCK, 0, 10, 0, 1)));
+        let wait = l.record(&by(20, ev(kind::LOCK, F_SETLKW, F_RDLCK, 100, 120, 0, 2)));
+        assert_eq!(wait, Some(Blocked::Uncontended));
+        let r = report(l);
+        assert!(r.locks[0].modes[&Mode::Read].blockers.is_empty());
+    }
+
+    #[test]
+    fn a_process_does_not_block_itself() {
+        let mut l = ledger();
+        // Two POSIX owners in one process (a second fd table after unshare) are still one process.
+        l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, 0, 1)));
+        let same_pid = l.record(&by(
+            10,
+            ev(kind::LOCK, F_SETLKW, F_WRLCK, 100, 5_000_000, 0, 2),
+        ));
+        // A conversion by the holding owner itself.
+        let same_owner = l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_RDLCK, 200, 300, 0, 1)));
+        assert_eq!(same_pid, Some(Blocked::NotTraced));
+        assert_eq!(same_owner, Some(Blocked::Uncontended));
+        let r = report(l);
+        assert!(r.locks[0].modes.values().all(|m| m.blockers.is_empty()));
+    }
+
+    #[test]
+    fn a_long_wait_no_traced_hold_explains_counts_as_holder_not_traced() {
+        let mut l = ledger();
+        // A hold released before the wait started, and one taken after it started, explain nothing.
+        l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, 0, 1)));
+        l.record(&by(10, ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 50, 50, 0, 1)));
+        l.record(&by(11, ev(kind::LOCK, F_SETLK, F_WRLCK, 150, 160, 0, 3)));
+        let long = l.record(&by(
+            20,
+            ev(kind::LOCK, F_SETLKW, F_WRLCK, 100, 2_000_100, 0, 2),
+        ));
+        let short = l.record(&by(
+            21,
+            ev(kind::LOCK, F_SETLKW, F_RDLCK, 100, 900_100, 0, 4),
+        ));
+        assert_eq!(long, Some(Blocked::NotTraced));
+        assert_eq!(short, Some(Blocked::Uncontended));
+        let r = report(l);
+        let w = &r.locks[0].modes[&Mode::Write];
+        assert_eq!(w.holder_not_traced, 1);
+        assert!(w.blockers.is_empty());
+        assert_eq!(r.locks[0].modes[&Mode::Read].holder_not_traced, 0);
+    }
+
+    #[test]
+    fn a_wait_behind_several_holders_counts_for_each() {
+        let mut l = ledger();
+        l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_RDLCK, 0, 10, 0, 1)));
+        l.record(&by(11, ev(kind::LOCK, F_SETLKW, F_RDLCK, 0, 20, 0, 2)));
+        l.record(&by(
+            10,
+            ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 1_000, 1_000, 0, 1),
+        ));
+        l.record(&by(
+            11,
+            ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 2_000, 2_000, 0, 2),
+        ));
+        let wait = l.record(&by(20, ev(kind::LOCK, F_SETLKW, F_WRLCK, 100, 2_100, 0, 3)));
+        assert_eq!(pids(wait), [10, 11]);
+        let r = report(l);
+        let w = &r.locks[0].modes[&Mode::Write];
+        assert_eq!(w.wait.summary.count, 1);
+        let counted: Vec<(u32, u64, u64)> = w
+            .blockers
+            .iter()
+            .map(|b| (b.holder.pid, b.waits, b.total_wait_ns))
+            .collect();
+        assert_eq!(counted, [(10, 1, 2_000), (11, 1, 2_000)]);
     }
 }

@@ -5,15 +5,18 @@
 //! its events into waits and holds for a [`locktrace_report::Recorder`].
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
-//! `tracer` ← `ledger`, `doctor` ← `session`; `child` (the held command) and `reports` (saved
+//! `tracer` ← `ledger`, `doctor` ← `session`; `holders` (who held a file when) and `process`
+//! (holders' command lines and containers) under `ledger`; `child` (the held command) and `reports` (saved
 //! reports, for the commands that need no tracing) stand alone.
 
 pub mod attach;
 pub mod child;
 pub mod doctor;
 pub mod filter;
+pub mod holders;
 pub mod kernel;
 pub mod ledger;
+pub mod process;
 pub mod reports;
 pub mod session;
 pub mod tracer;

@@ -15,6 +15,7 @@ use crate::{
     attach::AttachRequest,
     child::{ChildError, HeldChild},
     filter::Filter,
+    holders::Blocked,
     kernel,
     ledger::{Ledger, cstr},
     tracer::{Counters, Record, Tracer},
@@ -111,10 +112,10 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
     let stdout = std::io::stdout();
     let ndjson = opts.format == LiveFormat::Ndjson && !opts.quiet;
     let handle = |ledger: &mut Ledger, rec: Record| {
+        let blocked = ledger.handle(&rec);
         if let (Record::Lock(ev), true) = (&rec, ndjson) {
-            let _ = writeln!(stdout.lock(), "{}", event_json(ev));
+            let _ = writeln!(stdout.lock(), "{}", event_json(ev, blocked.as_ref()));
         }
-        ledger.handle(&rec);
     };
     loop {
         tracer.poll(POLL, |rec| handle(&mut ledger, rec));
@@ -241,7 +242,8 @@ fn print_report(report: &Report, format: LiveFormat) {
     }
 }
 
-fn event_json(ev: &tracer_common::Event) -> serde_json::Value {
+/// One event as an ndjson line; a blocking lock call also carries the pids it was blocked by.
+fn event_json(ev: &tracer_common::Event, blocked: Option<&Blocked>) -> serde_json::Value {
     use tracer_common::kind;
     let what = match ev.kind {
         kind::LOCK => "lock",
@@ -250,7 +252,7 @@ fn event_json(ev: &tracer_common::Event) -> serde_json::Value {
         kind::RELEASE_EXIT => "release_exit",
         _ => "unknown",
     };
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "event": what,
         "start_ns": ev.start_ns,
         "end_ns": ev.end_ns,
@@ -264,5 +266,14 @@ fn event_json(ev: &tracer_common::Event) -> serde_json::Value {
         "dev": kernel::user_dev(ev.dev),
         "ino": ev.ino,
         "name": cstr(&ev.name),
-    })
+    });
+    if let Some(blocked) = blocked {
+        let pids: Vec<u32> = match blocked {
+            Blocked::By(holders) => holders.iter().map(|h| h.pid).collect(),
+            Blocked::NotTraced | Blocked::Uncontended => Vec::new(),
+        };
+        line["blocked_by"] = pids.into();
+        line["holder_not_traced"] = (*blocked == Blocked::NotTraced).into();
+    }
+    line
 }

@@ -1,0 +1,164 @@
+//! Who a lock holder is beyond pid and comm: its command line and container, read from /proc while
+//! the process is alive (a holder seen once is asked once), in a bounded cache.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    rc::Rc,
+};
+
+use locktrace_report::{Holder, is_container_id};
+
+/// Processes remembered; past this the longest-known are forgotten first.
+const CACHE: usize = 4096;
+
+/// What /proc said about a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub cmdline: Option<String>,
+    pub container: Option<String>,
+}
+
+/// Holders by (pid, comm): an exec changes the comm and a recycled pid usually comes with another
+/// one, so neither is served the previous process's command line.
+pub struct Processes {
+    read: fn(u32) -> Facts,
+    known: HashMap<(u32, String), Rc<Holder>>,
+    order: VecDeque<(u32, String)>,
+}
+
+impl Default for Processes {
+    fn default() -> Self {
+        Processes::new(read_proc)
+    }
+}
+
+impl Processes {
+    /// Processes whose facts come from `read` (tests pass their own).
+    pub fn new(read: fn(u32) -> Facts) -> Self {
+        Processes {
+            read,
+            known: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn holder(&mut self, pid: u32, comm: &str) -> Rc<Holder> {
+        let key = (pid, comm.to_string());
+        if let Some(h) = self.known.get(&key) {
+            return h.clone();
+        }
+        let facts = (self.read)(pid);
+        let holder = Rc::new(Holder {
+            pid,
+            comm: key.1.clone(),
+            cmdline: facts.cmdline,
+            container: facts.container,
+        });
+        if self.order.len() >= CACHE
+            && let Some(old) = self.order.pop_front()
+        {
+            self.known.remove(&old);
+        }
+        self.order.push_back(key.clone());
+        self.known.insert(key, holder.clone());
+        holder
+    }
+}
+
+fn read_proc(pid: u32) -> Facts {
+    Facts {
+        cmdline: std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|b| cmdline(&b)),
+        container: std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|c| container_id(&c)),
+    }
+}
+
+/// `/proc/PID/cmdline` (NUL-separated arguments) as one line; `None` when empty (kernel threads,
+/// zombies).
+pub fn cmdline(raw: &[u8]) -> Option<String> {
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
+/// The container ID in a `/proc/PID/cgroup` path: the last run of exactly 64 hex digits, as
+/// docker (`docker-ID.scope`, `/docker/ID`), podman (`libpod-ID.scope`), CRI-O (`crio-ID.scope`)
+/// and containerd (`cri-containerd-ID.scope`) write it.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split(|c: char| !c.is_ascii_hexdigit()))
+        .rfind(|run| is_container_id(run))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f2c0e5d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
+
+    #[test]
+    fn cmdline_joins_arguments_and_is_none_when_empty() {
+        assert_eq!(
+            cmdline(b"podman\0pull\0alpine\0").as_deref(),
+            Some("podman pull alpine")
+        );
+        assert_eq!(cmdline(b""), None);
+    }
+
+    #[test]
+    fn container_ids_are_found_in_runtime_cgroup_paths() {
+        for path in [
+            format!("0::/machine.slice/libpod-{ID}.scope/container"),
+            format!("0::/system.slice/docker-{ID}.scope"),
+            format!("12:memory:/docker/{ID}"),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope"),
+        ] {
+            assert_eq!(container_id(&path).as_deref(), Some(ID), "{path}");
+        }
+        assert_eq!(
+            container_id("0::/user.slice/user-1000.slice/session-3.scope"),
+            None
+        );
+        // 63 or 65 hex digits are not an ID.
+        assert_eq!(container_id(&format!("0::/x-{}.scope", &ID[1..])), None);
+        assert_eq!(container_id(&format!("0::/x-{ID}a.scope")), None);
+    }
+
+    #[test]
+    fn a_process_is_asked_once_and_an_exec_is_a_new_holder() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static READS: AtomicUsize = AtomicUsize::new(0);
+        let mut p = Processes::new(|pid| {
+            READS.fetch_add(1, Ordering::SeqCst);
+            Facts {
+                cmdline: Some(format!("run {pid}")),
+                container: None,
+            }
+        });
+        let a = p.holder(5, "sh");
+        let b = p.holder(5, "sh");
+        assert!(Rc::ptr_eq(&a, &b));
+        assert_eq!(a.cmdline.as_deref(), Some("run 5"));
+        assert_eq!(p.holder(5, "podman").comm, "podman");
+        assert_eq!(READS.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let mut p = Processes::new(|_| Facts::default());
+        for pid in 0..CACHE as u32 + 10 {
+            p.holder(pid, "x");
+        }
+        assert_eq!(p.known.len(), CACHE);
+        assert_eq!(p.order.len(), CACHE);
+    }
+}
