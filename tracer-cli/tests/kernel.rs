@@ -886,3 +886,143 @@ fn live_streams_are_parseable_to_the_end() {
         "interval tables: {text}"
     );
 }
+
+#[derive(serde::Deserialize, Debug)]
+struct BlockersTruth {
+    holder_pid: u32,
+    waits: Vec<Truth>,
+}
+
+#[test]
+fn the_blockers_table_names_the_holder_with_the_workloads_own_waits() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("blocked.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let truth_file = dir.path().join("truth.json");
+    let report_file = dir.path().join("report.json");
+    let out = run(locktrace()
+        .args([
+            "record",
+            "--path",
+            lock.to_str().unwrap(),
+            "--format",
+            "ndjson",
+        ])
+        .arg("-o")
+        .arg(&report_file)
+        .arg("--")
+        .arg(lockload())
+        .args(["blockers", "--path", lock.to_str().unwrap(), "--truth"])
+        .arg(&truth_file)
+        .args(["--waiters", "3", "--holds", "30ms,150ms"]));
+    assert!(out.status.success(), "record failed: {:?}", out.status);
+    let truth: BlockersTruth =
+        serde_json::from_slice(&std::fs::read(&truth_file).unwrap()).unwrap();
+    assert_eq!(truth.waits.len(), 6);
+    let report = Report::read(&report_file).unwrap();
+    let l = only_lock(&report, &lock);
+    assert_no_drops(&report);
+
+    let r = &l.modes[&Mode::Read];
+    assert_matches(
+        "wait",
+        samples(&report, l, Mode::Read, Metric::Wait),
+        truth.waits.iter().map(Truth::wait).collect(),
+    );
+    assert_eq!(r.holder_not_traced, 0, "{r:?}");
+    assert_eq!(r.blockers.len(), 1, "one holder: {:?}", r.blockers);
+    assert!(r.blockers_others.is_none());
+    let b = &r.blockers[0];
+    assert_eq!(b.holder.pid, truth.holder_pid);
+    assert_eq!(b.holder.comm, "lockload");
+    let cmdline = b.holder.cmdline.as_deref().unwrap_or_default();
+    assert!(cmdline.contains("lockload blockers --path"), "{cmdline}");
+    assert_eq!(b.waits, truth.waits.len() as u64);
+    let true_total: u64 = truth.waits.iter().map(|t| t.wait_ns).sum();
+    let slack: u64 = truth.waits.iter().map(|t| tolerance(t.wait_ns)).sum();
+    assert!(
+        b.total_wait_ns.abs_diff(true_total) <= slack,
+        "total wait {} vs the waiters' own {true_total} ± {slack}",
+        b.total_wait_ns
+    );
+    let true_max = truth.waits.iter().map(|t| t.wait_ns).max().unwrap();
+    assert!(
+        b.max_wait_ns.abs_diff(true_max) <= tolerance(true_max),
+        "max wait {} vs the waiters' own {true_max}",
+        b.max_wait_ns
+    );
+    // The holder's own write locks were never blocked.
+    let w = &l.modes[&Mode::Write];
+    assert_eq!(w.wait.summary.count, 2);
+    assert!(w.blockers.is_empty() && w.holder_not_traced == 0, "{w:?}");
+
+    // The ndjson stream names the holder on every read wait, and nobody on the holder's own.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let waits: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "lock")
+        .collect();
+    assert_eq!(waits.len(), 8, "{stdout}");
+    for v in &waits {
+        let expected: Vec<u32> = if v["lock_type"] == 0 {
+            vec![truth.holder_pid]
+        } else {
+            vec![]
+        };
+        assert_eq!(v["blocked_by"], serde_json::json!(expected), "{v}");
+        assert_eq!(v["holder_not_traced"], false, "{v}");
+    }
+    let text = locktrace()
+        .arg("report")
+        .arg(&report_file)
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&text.stdout));
+}
+
+#[test]
+fn a_holder_outside_the_trace_is_counted_as_not_traced() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("untraced.lock");
+    std::fs::write(&lock, b"").unwrap();
+    // Held long enough to outlast record's start (loading the eBPF object).
+    let mut holder = Command::new(lockload())
+        .args(["hold", "--path", lock.to_str().unwrap(), "--hold", "3s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("@locked"), "{line}");
+    let (report, rec) = record(
+        dir.path(),
+        &["--path", lock.to_str().unwrap()],
+        &[
+            lockload().to_str().unwrap(),
+            "hold",
+            "--path",
+            lock.to_str().unwrap(),
+            "--mode",
+            "read",
+            "--hold",
+            "1ms",
+        ],
+    );
+    assert!(holder.wait().unwrap().success());
+    assert!(rec.status.success());
+    let r = &only_lock(&report, &lock).modes[&Mode::Read];
+    assert_eq!(r.wait.summary.count, 1);
+    assert!(r.wait.summary.max > 100_000_000, "{:?}", r.wait.summary);
+    assert_eq!(r.holder_not_traced, 1, "{r:?}");
+    assert!(r.blockers.is_empty(), "{:?}", r.blockers);
+}

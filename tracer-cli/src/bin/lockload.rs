@@ -3,6 +3,7 @@
 //! `lockload hold` takes one fcntl lock, holds it for a set time, releases it one of the four ways the
 //! kernel knows, and prints what it measured itself as one JSON line. `lockload scenario` runs a fixed
 //! contention pattern of such processes and writes every process's figures to a truth file.
+//! `lockload blockers` is one known holder that makes read-lock `hold` processes wait behind it.
 //!
 //!     lockload hold --path /tmp/x.lock --hold 20ms
 //!     sudo locktrace record --path /tmp/x.lock -- lockload scenario --path /tmp/x.lock --truth t.json
@@ -63,6 +64,26 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1ms,20ms,200ms", value_parser = humantime::parse_duration)]
         holds: Vec<Duration>,
     },
+    /// Be the one holder: for each hold duration take a write lock, start --waiters read-lock
+    /// `hold` processes, wait until every one is blocked on the lock, hold for the duration and
+    /// unlock. Writes this process's pid and the waiters' own figures to --truth.
+    Blockers {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long)]
+        truth: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        waiters: usize,
+        #[arg(long, value_delimiter = ',', default_value = "20ms,100ms", value_parser = humantime::parse_duration)]
+        holds: Vec<Duration>,
+    },
+}
+
+/// What `lockload blockers` writes: who held the lock, and every wait behind it.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct BlockersTruth {
+    pub holder_pid: u32,
+    pub waits: Vec<Truth>,
 }
 
 #[derive(Parser, Clone)]
@@ -116,6 +137,12 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Hold(a) => hold(&a),
         Cmd::Scenario { path, truth, holds } => scenario(&path, &truth, &holds),
+        Cmd::Blockers {
+            path,
+            truth,
+            waiters,
+            holds,
+        } => blockers(&path, &truth, waiters, &holds),
         Cmd::ExitHold { path, hold } => exit_hold(&path, hold),
         Cmd::Loop { path, count } => lock_loop(&path, count),
         Cmd::ThreadExec { tid_file, command } => thread_exec(tid_file, &command),
@@ -365,4 +392,48 @@ fn scenario(path: &Path, truth_path: &Path, holds: &[Duration]) -> Result<()> {
     }
     std::fs::write(truth_path, serde_json::to_vec_pretty(&truth)?)?;
     Ok(())
+}
+
+fn blockers(path: &Path, truth_path: &Path, waiters: usize, holds: &[Duration]) -> Result<()> {
+    let fd = open(path)?;
+    let mut truth = BlockersTruth {
+        holder_pid: std::process::id(),
+        waits: Vec::new(),
+    };
+    for &d in holds {
+        setlk(fd, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock")?;
+        let mut running = Vec::new();
+        for _ in 0..waiters {
+            let (child, out) = spawn_hold(path, Duration::from_millis(1), &["--mode", "read"])?;
+            wait_blocked(child.id())?;
+            running.push((child, out));
+        }
+        std::thread::sleep(d);
+        setlk(fd, libc::F_SETLK, libc::F_UNLCK as i16).context("unlock")?;
+        for (child, out) in running {
+            truth.waits.push(finish(child, out)?);
+        }
+    }
+    std::fs::write(truth_path, serde_json::to_vec_pretty(&truth)?)?;
+    Ok(())
+}
+
+/// Waits until process `pid` sleeps in `fcntl(F_SETLKW)` (its /proc/PID/syscall says so).
+fn wait_blocked(pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let mut fields = now.split_whitespace();
+        let nr = fields.next().and_then(|n| n.parse::<libc::c_long>().ok());
+        let cmd = fields
+            .nth(1)
+            .and_then(|c| i64::from_str_radix(c.trim_start_matches("0x"), 16).ok());
+        if nr == Some(libc::SYS_fcntl) && cmd == Some(libc::F_SETLKW.into()) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("lockload hold {pid} did not block on the lock within 10 s (syscall: {now:?})");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
