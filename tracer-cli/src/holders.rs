@@ -76,7 +76,7 @@ struct Closed {
 #[derive(Default)]
 struct File {
     open: Vec<Hold>,
-    /// In order of release.
+    /// Sorted by release time.
     closed: VecDeque<Closed>,
 }
 
@@ -97,10 +97,16 @@ impl Holders {
         };
         if let Some(i) = f.open.iter().position(|h| h.owner == owner) {
             let hold = f.open.swap_remove(i);
-            f.closed.push_back(Closed {
-                hold,
-                until_ns: at_ns,
-            });
+            // Events from several CPUs can arrive slightly out of time order; keep the list sorted
+            // by release time (almost always an append) so a wait scans only what it overlaps.
+            let at = f.closed.partition_point(|c| c.until_ns <= at_ns);
+            f.closed.insert(
+                at,
+                Closed {
+                    hold,
+                    until_ns: at_ns,
+                },
+            );
         }
         while f.closed.len() > KEEP_CLOSED
             || f.closed
@@ -118,7 +124,9 @@ impl Holders {
         let mut by: Vec<Rc<Holder>> = Vec::new();
         if let Some(f) = self.files.get(&file) {
             let open = f.open.iter().map(|h| (h, None));
-            let closed = f.closed.iter().map(|c| (&c.hold, Some(c.until_ns)));
+            // Only holds released after the wait started can have blocked it.
+            let after = f.closed.partition_point(|c| c.until_ns <= wait.start_ns);
+            let closed = f.closed.range(after..).map(|c| (&c.hold, Some(c.until_ns)));
             for (hold, until) in open.chain(closed) {
                 if blocks(hold, until, wait) && !by.iter().any(|h| **h == *hold.holder) {
                     by.push(hold.holder.clone());
@@ -204,5 +212,23 @@ mod tests {
         h.close((1, 1), 2, 20 + KEEP_CLOSED_NS + 11);
         h.close((1, 1), 3, 20 + 2 * KEEP_CLOSED_NS + 12);
         assert!(h.files.is_empty());
+    }
+
+    fn pids(blocked: Blocked) -> Vec<u32> {
+        match blocked {
+            Blocked::By(by) => by.iter().map(|h| h.pid).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_release_arriving_out_of_time_order_is_still_found() {
+        let mut h = Holders::default();
+        h.open((1, 1), hold(1, 0));
+        h.open((1, 1), hold(2, 0));
+        h.close((1, 1), 2, 1_000);
+        h.close((1, 1), 1, 500);
+        assert_eq!(pids(h.blocked((1, 1), &wait(400, 2_000_000))), [1, 2]);
+        assert_eq!(pids(h.blocked((1, 1), &wait(700, 2_000_000))), [2]);
     }
 }

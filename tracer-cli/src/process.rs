@@ -18,12 +18,13 @@ pub struct Facts {
     pub container: Option<String>,
 }
 
-/// Holders by (pid, comm): an exec changes the comm and a recycled pid usually comes with another
-/// one, so neither is served the previous process's command line.
+/// Holders by pid, asked again when the comm changes: an exec changes it and a recycled pid
+/// usually comes with another one, so neither is served the previous process's command line.
 pub struct Processes {
     read: fn(u32) -> Facts,
-    known: HashMap<(u32, String), Rc<Holder>>,
-    order: VecDeque<(u32, String)>,
+    known: HashMap<u32, Rc<Holder>>,
+    /// Pids in the order they were first asked about.
+    order: VecDeque<u32>,
 }
 
 impl Default for Processes {
@@ -43,24 +44,26 @@ impl Processes {
     }
 
     pub fn holder(&mut self, pid: u32, comm: &str) -> Rc<Holder> {
-        let key = (pid, comm.to_string());
-        if let Some(h) = self.known.get(&key) {
+        if let Some(h) = self.known.get(&pid)
+            && h.comm == comm
+        {
             return h.clone();
         }
         let facts = (self.read)(pid);
         let holder = Rc::new(Holder {
             pid,
-            comm: key.1.clone(),
+            comm: comm.to_string(),
             cmdline: facts.cmdline,
             container: facts.container,
         });
-        if self.order.len() >= CACHE
-            && let Some(old) = self.order.pop_front()
-        {
-            self.known.remove(&old);
+        if self.known.insert(pid, holder.clone()).is_none() {
+            self.order.push_back(pid);
+            if self.order.len() > CACHE
+                && let Some(old) = self.order.pop_front()
+            {
+                self.known.remove(&old);
+            }
         }
-        self.order.push_back(key.clone());
-        self.known.insert(key, holder.clone());
         holder
     }
 }
