@@ -204,6 +204,8 @@ impl Recorder {
         holders: impl IntoIterator<Item = &'a Holder>,
         nanos: u64,
     ) {
+        // Clamped as the wait histogram clamps it, so the blockers never outgrow the waits.
+        let nanos = nanos.min(MAX_RECORDABLE);
         let acc = &mut self.mode_acc(lock, mode).blockers;
         for holder in holders {
             acc.record(holder, nanos);
