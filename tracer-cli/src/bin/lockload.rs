@@ -396,6 +396,9 @@ fn scenario(path: &Path, truth_path: &Path, holds: &[Duration]) -> Result<()> {
 
 fn blockers(path: &Path, truth_path: &Path, waiters: usize, holds: &[Duration]) -> Result<()> {
     let fd = open(path)?;
+    // Its own lock calls are uncontended: keep preemption from stretching one past the tracer's
+    // "must have been blocked" threshold.
+    warm_up(fd)?;
     let mut truth = BlockersTruth {
         holder_pid: std::process::id(),
         waits: Vec::new(),
