@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::blockers::Blocker;
+use crate::blockers::{Blocker, BlockerOthers};
 use crate::duration::human_duration;
 use crate::model::{ActorStat, Metric, ModeReport, Report, Summary};
 
@@ -92,10 +92,29 @@ fn render_mode(out: &mut String, mode: &ModeReport) {
 /// Arguments shown after a blocker's name before they are cut with `…`.
 const CMDLINE_CHARS: usize = 40;
 
+/// Blockers the text names; the report's others are summed into one entry.
+const TEXT_BLOCKERS: usize = 5;
+
 /// `blocked by: podman[1596] pull … 1.2 s ×8 (max 300 ms), …; holder not traced ×2`.
 fn render_blockers(out: &mut String, mode: &ModeReport) {
-    let mut parts: Vec<String> = mode.blockers.iter().map(blocker).collect();
-    if let Some(o) = &mode.blockers_others {
+    let shown = mode.blockers.len().min(TEXT_BLOCKERS);
+    let mut parts: Vec<String> = mode.blockers[..shown].iter().map(blocker).collect();
+    let rest = mode.blockers[shown..]
+        .iter()
+        .map(|b| BlockerOthers {
+            holders: 1,
+            waits: b.waits,
+            total_wait_ns: b.total_wait_ns,
+            max_wait_ns: b.max_wait_ns,
+        })
+        .chain(mode.blockers_others)
+        .reduce(|a, b| BlockerOthers {
+            holders: a.holders.saturating_add(b.holders),
+            waits: a.waits.saturating_add(b.waits),
+            total_wait_ns: a.total_wait_ns.saturating_add(b.total_wait_ns),
+            max_wait_ns: a.max_wait_ns.max(b.max_wait_ns),
+        });
+    if let Some(o) = rest {
         parts.push(format!(
             "{} others {} ×{} (max {})",
             o.holders,

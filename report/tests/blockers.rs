@@ -187,3 +187,37 @@ fn blockers_the_waits_cannot_back_are_refused_when_read() {
     });
     assert!(msg.contains("no holders"), "{msg}");
 }
+
+#[test]
+fn text_names_containers_and_sums_the_rest() {
+    let id = "4f2c0e5d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
+    let mut holders: Vec<Holder> = (0..TOP_BLOCKERS as u32 + 2).map(holder).collect();
+    holders[TOP_BLOCKERS + 1].container = Some(id.into());
+    let waits: Vec<(u64, &[Holder])> = holders
+        .iter()
+        .enumerate()
+        .map(|(i, h)| ((100 - i as u64) * 1_000_000, std::slice::from_ref(h)))
+        .collect();
+    let text = render_text(&blocked(&waits, 0));
+    assert!(
+        text.contains("podman[0] pull docker.io/library/image0 100ms ×1 (max 100ms), "),
+        "{text}"
+    );
+    // The text names the top five; the other eleven listed and the two summed in the report follow
+    // as one entry.
+    assert!(
+        text.contains("image4 96.0ms ×1 (max 96.0ms), 13 others 1.16s ×13 (max 95.0ms)\n"),
+        "{text}"
+    );
+    let mut first = holders[0].clone();
+    first.container = Some(id.into());
+    first.cmdline = Some(format!("podman {}", "x".repeat(60)));
+    let text = render_text(&blocked(&[(1_000, &[first])], 0));
+    assert!(
+        text.contains(&format!(
+            "podman[0] {}… (container 4f2c0e5d9a8b) 1.00µs ×1",
+            "x".repeat(40)
+        )),
+        "{text}"
+    );
+}
