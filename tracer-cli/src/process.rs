@@ -10,6 +10,9 @@ use locktrace_report::{Holder, is_container_id};
 
 /// Processes remembered; past this the longest-known are forgotten first.
 const CACHE: usize = 4096;
+/// Characters of a command line kept (the rest is cut with `…`), so the cache and the reports
+/// stay small whatever a process was started with.
+const CMDLINE_CHARS: usize = 1024;
 
 /// What /proc said about a process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,15 +82,22 @@ fn read_proc(pid: u32) -> Facts {
     }
 }
 
-/// `/proc/PID/cmdline` (NUL-separated arguments) as one line; `None` when empty (kernel threads,
-/// zombies).
+/// `/proc/PID/cmdline` (NUL-separated arguments) as one line of at most [`CMDLINE_CHARS`]
+/// characters; `None` when empty (kernel threads, zombies).
 pub fn cmdline(raw: &[u8]) -> Option<String> {
     let args: Vec<String> = raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    (!args.is_empty()).then(|| args.join(" "))
+    if args.is_empty() {
+        return None;
+    }
+    let line = args.join(" ");
+    Some(match line.char_indices().nth(CMDLINE_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    })
 }
 
 /// The container ID in a `/proc/PID/cgroup` path: the last run of exactly 64 hex digits, as
@@ -115,6 +125,10 @@ mod tests {
             Some("podman pull alpine")
         );
         assert_eq!(cmdline(b""), None);
+        let long = format!("podman\0{}", "é".repeat(2 * CMDLINE_CHARS));
+        let cut = cmdline(long.as_bytes()).unwrap();
+        assert_eq!(cut.chars().count(), CMDLINE_CHARS + 1);
+        assert!(cut.starts_with("podman é") && cut.ends_with("é…"), "{cut}");
     }
 
     #[test]
