@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use store_core::ExtractMode;
+use store_core::{ExtractMode, SyncLevel};
 
 use crate::error::{Error, Result};
 use crate::imagegen::{Compression, GenSpec};
@@ -92,15 +92,15 @@ pub struct PullArgs {
 }
 
 impl PullArgs {
-    pub fn config(self) -> PullConfig {
-        PullConfig {
+    pub fn config(self) -> Result<PullConfig> {
+        Ok(PullConfig {
+            sync: self.tuning.sync()?,
             store: self.store,
             mode: self.mode,
             image: self.image,
             extract_nice: self.tuning.extract_nice,
-            durable: self.tuning.durable,
             max_layer_size: self.tuning.max_layer_size(),
-        }
+        })
     }
 }
 
@@ -110,8 +110,13 @@ struct StoreTuning {
     /// store locks keeps normal priority, so commits are not stuck behind extractions for a CPU (0: off).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
     extract_nice: u8,
-    /// fsync layer contents and metadata (store-core's `durable`, as containers/storage syncs its
-    /// metadata). Off by default: the demo is about lock contention, not the disk's flush latency.
+    /// What the stores sync to disk, as containers/storage: none; metadata (each metadata file
+    /// fdatasync'ed before its rename, containers/storage's default); filesystem (also syncfs of
+    /// layer contents before they are recorded). none by default: the demo is about lock
+    /// contention, not the disk's flush latency [default: none].
+    #[arg(long, value_name = "none|metadata|filesystem")]
+    sync: Option<String>,
+    /// Same as `--sync filesystem`.
     #[arg(long)]
     durable: bool,
     /// Largest uncompressed tar stream one layer may have; a larger one (a decompression bomb) is
@@ -121,6 +126,23 @@ struct StoreTuning {
 }
 
 impl StoreTuning {
+    /// The `--sync` level, `filesystem` for `--durable`; a bad or contradicting value is an error.
+    fn sync(&self) -> Result<SyncLevel> {
+        let level = match &self.sync {
+            Some(s) => s
+                .parse()
+                .map_err(|e| Error::Invalid(format!("--sync: {e}")))?,
+            None if self.durable => SyncLevel::Filesystem,
+            None => SyncLevel::None,
+        };
+        if self.durable && level != SyncLevel::Filesystem {
+            return Err(Error::Invalid(format!(
+                "--durable means --sync filesystem, not --sync {level}"
+            )));
+        }
+        Ok(level)
+    }
+
     fn max_layer_size(&self) -> u64 {
         self.max_layer_size
             .map_or(store_core::DEFAULT_MAX_LAYER_SIZE, |s| s.0)
@@ -188,7 +210,7 @@ impl RunArgs {
             quiet: self.quiet,
             command,
             extract_nice: self.tuning.extract_nice,
-            durable: self.tuning.durable,
+            sync: self.tuning.sync()?,
             max_layer_size: self.tuning.max_layer_size(),
             ready_timeout: ready_timeout()?,
         })

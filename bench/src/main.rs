@@ -54,7 +54,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             true
         }
         Command::Pull(args) => {
-            pull::run(&args.config())?;
+            pull::run(&args.config()?)?;
             true
         }
         Command::Run(args) => demo::run(&args.config(command())?)?,

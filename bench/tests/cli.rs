@@ -128,12 +128,147 @@ fn store_tuning_reaches_the_report() {
     assert!(result.status.success(), "{}", text(&result).1);
     let report = report(&out);
     assert_eq!(report["params"]["durable"], true);
+    assert_eq!(
+        report["params"]["sync"], "filesystem",
+        "--durable is an alias"
+    );
     assert_eq!(report["params"]["extract_nice"], 3);
     let html = fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("nice +3") && html.contains("durable stores (fsync)"),
         "report.html does not say how the stores ran"
     );
+}
+
+#[test]
+fn sync_level_reaches_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = tiny_run_with(&out, "staged", &["--trace", "off", "--sync", "metadata"]);
+    assert!(result.status.success(), "{}", text(&result).1);
+    let report = report(&out);
+    assert_eq!(report["params"]["sync"], "metadata");
+    assert_eq!(report["params"]["durable"], false);
+    let html = fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("sync=metadata") && !html.contains("durable stores"),
+        "report.html does not say how the stores synced"
+    );
+}
+
+#[test]
+fn bad_sync_level_fails_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
+    let store = dir.path().join("store");
+    let out = dir.path().join("out");
+    let pull = |extra: &[&str]| {
+        let mut args = vec!["pull", "--store", store.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(image.to_str().unwrap());
+        lockbench(&args)
+    };
+    for (result, names) in [
+        (pull(&["--sync", "bogus"]), "bogus"),
+        (pull(&["--durable", "--sync", "metadata"]), "--durable"),
+        (
+            lockbench(&["run", "--sync", "bogus", "--out", out.to_str().unwrap()]),
+            "bogus",
+        ),
+    ] {
+        let (_, stderr) = text(&result);
+        assert!(!result.status.success());
+        assert!(stderr.contains(names), "unclear error: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    }
+    assert!(!store.exists(), "a refused pull opened the store");
+    assert!(!out.exists(), "a refused run wrote its output");
+}
+
+/// Whether `strace` is here for `what`; otherwise says why it is skipped, or panics where the kernel
+/// tests must run (LOCKTRACE_REQUIRE_KERNEL_TESTS), so CI cannot pass by skipping.
+fn strace_or_skip(what: &str) -> bool {
+    let here = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !here && std::env::var_os("LOCKTRACE_REQUIRE_KERNEL_TESTS").is_some() {
+        panic!("{what} is required here but strace is missing (apt-get install strace)");
+    }
+    if !here {
+        eprintln!("skipped: {what} (no strace)");
+    }
+    here
+}
+
+/// How many times `lockbench args` and its children called fsync, fdatasync and syncfs, in that order.
+fn syncs_of(trace: &Path, args: &[&str]) -> [usize; 3] {
+    let result = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o"])
+        .arg(trace)
+        .arg(env!("CARGO_BIN_EXE_lockbench"))
+        .args(args)
+        .output()
+        .expect("strace runs");
+    assert!(result.status.success(), "{}", text(&result).1);
+    let log = fs::read_to_string(trace).unwrap();
+    ["fsync(", "fdatasync(", "syncfs("].map(|call| {
+        log.lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|c| c.starts_with(call))
+            })
+            .count()
+    })
+}
+
+#[test]
+fn pull_issues_the_syncs_of_its_sync_level() {
+    if !strace_or_skip("counting a pull's syncs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
+    let syncs = |level: &str| {
+        let store = dir.path().join(level);
+        let trace = dir.path().join(format!("{level}.strace"));
+        let args = ["pull", "--store", store.to_str().unwrap(), "--sync", level];
+        syncs_of(&trace, &[&args[..], &[image.to_str().unwrap()]].concat())
+    };
+    assert_eq!(syncs("none"), [0, 0, 0], "[fsync, fdatasync, syncfs]");
+    // layers.json and images.json written once each, fdatasync'ed; no directory, no contents.
+    assert_eq!(syncs("metadata"), [0, 2, 0], "[fsync, fdatasync, syncfs]");
+    // Also the layer's filesystem, and the directories renamed into: overlay, overlay-layers and
+    // overlay-images.
+    assert_eq!(syncs("filesystem"), [3, 2, 1], "[fsync, fdatasync, syncfs]");
+}
+
+#[test]
+fn run_hands_the_sync_level_to_its_workers() {
+    if !strace_or_skip("counting a run's syncs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let syncfs_of_run = |level: &str| {
+        let out = dir.path().join(level);
+        let trace = dir.path().join(format!("{level}.strace"));
+        let mut args = vec!["run", "--pulls", "2", "--readers", "1", "--modes", "staged"];
+        args.extend([
+            "--image-size",
+            "1M",
+            "--layers",
+            "2",
+            "--quiet",
+            "--trace",
+            "off",
+        ]);
+        args.extend(["--sync", level, "--out", out.to_str().unwrap()]);
+        syncs_of(&trace, &args)[2]
+    };
+    assert_eq!(syncfs_of_run("none"), 0);
+    // One syncfs per layer the two pulls extract.
+    assert_eq!(syncfs_of_run("filesystem"), 4);
 }
 
 #[test]

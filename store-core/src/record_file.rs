@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::durability::Durability;
 use crate::error::{IoContext, StoreError};
 use crate::lockfile::{LastWrite, LockFile, Rank, ReadGuard, WriteGuard};
 use crate::observer::{Observer, Op};
-use crate::sys::{self, Replacement};
+use crate::replacement::Replacement;
+use crate::sys;
 
 /// Metadata files larger than this are refused as corrupt rather than read into memory.
 const MAX_RECORD_FILE: u64 = 1 << 30;
@@ -59,6 +61,8 @@ pub(crate) struct RecordFile<T> {
     /// Only ever replaced while the lock is held; the mutex orders threads of this process that hold
     /// the lock for reading at the same time.
     cache: Mutex<Cache<T>>,
+    /// What a save syncs.
+    durability: Durability,
 }
 
 impl<T: Serialize + DeserializeOwned> RecordFile<T> {
@@ -69,6 +73,7 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
         rank: Rank,
         json: &str,
         observer: Option<Arc<dyn Observer>>,
+        durability: Durability,
     ) -> Self {
         RecordFile {
             lock: LockFile::new(&root.join(lock), rank, observer),
@@ -77,6 +82,7 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
                 token: None,
                 items: Arc::new(Vec::new()),
             }),
+            durability,
         }
     }
 
@@ -128,13 +134,13 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
     }
 
     /// Records a new last-writer token, then atomically replaces the file through `tmp` (the sibling
-    /// temp file, made now, when `None`). Returns the replaced file, see [`Replacement::install`].
+    /// temp file, made now, when `None`), synced as the store's [`Durability`] says. Returns the
+    /// replaced file, see [`Replacement::install`].
     pub(crate) fn save(
         &self,
         g: &WriteGuard,
         items: Vec<T>,
         tmp: Option<Replacement>,
-        durable: bool,
     ) -> Result<Option<std::fs::File>, StoreError> {
         self.check_guard(g);
         // Token first: if we die before the rename, others merely reload unchanged data.
@@ -145,7 +151,7 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
         })?;
         let written = tmp
             .map_or_else(|| Replacement::beside(&self.path), Ok)
-            .and_then(|tmp| tmp.install(&data, &self.path, durable))
+            .and_then(|tmp| tmp.install(&data, &self.path, &self.durability))
             .ctx(|| format!("writing {}", self.path.display()));
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         match written {

@@ -1,11 +1,11 @@
-//! Thin wrappers over the libc calls the store needs, plus atomic metadata writes.
+//! Thin wrappers over the libc calls the store needs.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Turns a libc return value into an `io::Result`, reading errno on -1.
@@ -149,64 +149,6 @@ pub(crate) fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// A new file that will replace a metadata file whole. Creating it can be made ahead of time, outside
-/// the lock that guards the metadata: allocating an inode is the slowest step of a metadata write on
-/// ext4 while other processes are creating many files.
-pub(crate) struct Replacement {
-    path: PathBuf,
-    file: File,
-}
-
-impl Replacement {
-    /// Creates (or truncates) the temp file at `path`, which must be on the target's filesystem.
-    pub(crate) fn create(path: PathBuf) -> io::Result<Replacement> {
-        let file = File::create(&path)?;
-        Ok(Replacement { path, file })
-    }
-
-    /// The default temp file for `target`: a dotted sibling. Callers hold the target's write lock, so
-    /// the fixed name cannot collide.
-    pub(crate) fn beside(target: &Path) -> io::Result<Replacement> {
-        Replacement::create(Replacement::beside_path(target))
-    }
-
-    /// Where [`Replacement::beside`] puts the temp file for `target`: `.NAME.tmp` next to it.
-    pub(crate) fn beside_path(target: &Path) -> PathBuf {
-        let mut name = std::ffi::OsString::from(".");
-        name.push(target.file_name().unwrap_or_default());
-        name.push(".tmp");
-        target.with_file_name(name)
-    }
-
-    /// Replaces `target` with `data` so readers see either the old or the new content, never a mix:
-    /// write, fsync when `durable`, rename over, fsync the directory when `durable`. Returns the
-    /// replaced file still open: its inode is truncated and freed only when that is dropped, which the
-    /// caller can do after releasing its lock.
-    pub(crate) fn install(
-        mut self,
-        data: &[u8],
-        target: &Path,
-        durable: bool,
-    ) -> io::Result<Option<File>> {
-        self.file.write_all(data)?;
-        if durable {
-            self.file.sync_all()?;
-        }
-        drop(self.file);
-        // Not there yet (first write) or unreadable: then it is simply freed during the rename.
-        let replaced = File::open(target).ok();
-        std::fs::rename(&self.path, target)?;
-        if durable {
-            fsync_dir(target.parent().unwrap_or(Path::new(".")))?;
-        }
-        Ok(replaced)
-    }
 }
 
 /// Flushes the whole filesystem holding `fd` (cheaper than fsync per extracted file).

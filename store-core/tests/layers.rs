@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{Collect, Tar, gzip, is_root, role, sha256, snapshot, spawn_self, wait_ok, zstd};
 use store_core::{
-    EventKind, ExtractMode, IdMap, LayerRequest, Op, Store, StoreError, StoreOptions,
+    EventKind, ExtractMode, IdMap, LayerRequest, Op, Store, StoreError, StoreOptions, SyncLevel,
 };
 
 fn open(dir: &Path) -> Store {
@@ -582,30 +582,34 @@ fn one_store_shared_by_threads() {
 }
 
 #[test]
-fn durable_stores_create_and_delete_layers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        durable: true,
-        extract_mode: ExtractMode::Locked,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(tmp.path(), opts).unwrap();
-    let tar = Tar::default().file("f", b"durable", 0o644).finish();
-    store.create_layer(&req("a"), &tar[..]).unwrap();
-    store
-        .create_layer_with_mode(&req("b"), &tar[..], ExtractMode::Staged)
-        .unwrap();
-    assert_eq!(
-        snapshot(&store.diff_path("a")),
-        snapshot(&store.diff_path("b"))
-    );
-    store.delete_layer("a").unwrap();
-    let reopened = open(tmp.path());
-    assert_eq!(reopened.layers().unwrap().len(), 1);
-    assert_eq!(
-        std::fs::read(reopened.diff_path("b").join("f")).unwrap(),
-        b"durable"
-    );
+fn stores_at_every_sync_level_create_and_delete_layers() {
+    for sync in [SyncLevel::None, SyncLevel::Metadata, SyncLevel::Filesystem] {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            sync,
+            extract_mode: ExtractMode::Locked,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(tmp.path(), opts).unwrap();
+        let tar = Tar::default().file("f", b"durable", 0o644).finish();
+        store.create_layer(&req("a"), &tar[..]).unwrap();
+        store
+            .create_layer_with_mode(&req("b"), &tar[..], ExtractMode::Staged)
+            .unwrap();
+        assert_eq!(
+            snapshot(&store.diff_path("a")),
+            snapshot(&store.diff_path("b")),
+            "sync {sync}"
+        );
+        store.delete_layer("a").unwrap();
+        let reopened = open(tmp.path());
+        assert_eq!(reopened.layers().unwrap().len(), 1, "sync {sync}");
+        assert_eq!(
+            std::fs::read(reopened.diff_path("b").join("f")).unwrap(),
+            b"durable",
+            "sync {sync}"
+        );
+    }
 }
 
 /// The nice value of the calling thread (Linux: per thread).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::{Tar, role, spawn_self, wait_for, wait_ok};
 use store_core::staging::{self, StagingDir};
-use store_core::{ExtractMode, LayerRequest, Store, StoreOptions};
+use store_core::{ExtractMode, LayerRequest, Store, StoreOptions, SyncLevel};
 
 /// A tar stream with one huge file whose content trickles in, so extraction is still running when killed.
 struct Trickle {
@@ -51,6 +51,17 @@ fn open(root: &Path) -> Store {
     Store::open(root, StoreOptions::default()).unwrap()
 }
 
+const LEVELS: [SyncLevel; 3] = [SyncLevel::None, SyncLevel::Metadata, SyncLevel::Filesystem];
+
+/// The store at `root` opened at the sync level `STORE_SYNC` names (the parent's loop variable).
+fn open_synced(root: &Path) -> Store {
+    let opts = StoreOptions {
+        sync: std::env::var("STORE_SYNC").unwrap().parse().unwrap(),
+        ..StoreOptions::default()
+    };
+    Store::open(root, opts).unwrap()
+}
+
 fn staging_entries(root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(root.join("overlay/staging"))
         .unwrap()
@@ -67,7 +78,7 @@ fn layers_json(root: &Path) -> serde_json::Value {
 /// Child role: start a never-ending extraction of layer "crashy" in the given mode.
 fn run_trickler(mode: ExtractMode) {
     let root = PathBuf::from(std::env::var("STORE_ROOT").unwrap());
-    let store = open(&root);
+    let store = open_synced(&root);
     let base = Tar::default().file("base", b"base", 0o644).finish();
     store
         .create_layer(
@@ -93,8 +104,13 @@ fn assert_alive(child: &mut std::process::Child) {
     }
 }
 
-fn assert_recovered(root: &Path) {
-    let store = open(root);
+/// Reopening at `sync` removed the killed child's partial layer and kept its committed parent.
+fn assert_recovered(root: &Path, sync: SyncLevel) {
+    let opts = StoreOptions {
+        sync,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(root, opts).unwrap();
     assert!(
         staging_entries(root).is_empty(),
         "staging leftovers: {:?}",
@@ -118,12 +134,21 @@ fn kill_during_staged_extraction_then_reopen() {
         run_trickler(ExtractMode::Staged);
         return;
     }
+    for sync in LEVELS {
+        kill_during_staged_extraction_at(sync);
+    }
+}
+
+fn kill_during_staged_extraction_at(sync: SyncLevel) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut child = spawn_self(
         "kill_during_staged_extraction_then_reopen",
         "trickle",
-        &[("STORE_ROOT", root.display().to_string())],
+        &[
+            ("STORE_ROOT", root.display().to_string()),
+            ("STORE_SYNC", sync.to_string()),
+        ],
     );
     let extracting = || {
         staging_entries(root)
@@ -147,7 +172,7 @@ fn kill_during_staged_extraction_then_reopen() {
         !staging_entries(root).is_empty(),
         "the killed child's staging dir is still there before recovery"
     );
-    assert_recovered(root);
+    assert_recovered(root, sync);
 }
 
 #[test]
@@ -156,12 +181,21 @@ fn kill_during_locked_extraction_then_reopen() {
         run_trickler(ExtractMode::Locked);
         return;
     }
+    for sync in LEVELS {
+        kill_during_locked_extraction_at(sync);
+    }
+}
+
+fn kill_during_locked_extraction_at(sync: SyncLevel) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut child = spawn_self(
         "kill_during_locked_extraction_then_reopen",
         "trickle",
-        &[("STORE_ROOT", root.display().to_string())],
+        &[
+            ("STORE_ROOT", root.display().to_string()),
+            ("STORE_SYNC", sync.to_string()),
+        ],
     );
     wait_for("the child to be extracting into the layer dir", || {
         assert_alive(&mut child);
@@ -178,7 +212,7 @@ fn kill_during_locked_extraction_then_reopen() {
     assert_eq!(crashy["incomplete"], true);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_recovered(root);
+    assert_recovered(root, sync);
 }
 
 #[test]

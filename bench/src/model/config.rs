@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use store_core::ExtractMode;
+use store_core::{ExtractMode, SyncLevel};
 
 use crate::imagegen::GenSpec;
 use crate::model::mode::{BenchMode, TraceMode};
@@ -29,8 +29,8 @@ pub struct RunConfig {
     pub command: Vec<String>,
     /// Passed to every pull worker's store as `extract_nice`.
     pub extract_nice: u8,
-    /// Every worker's store is opened `durable`.
-    pub durable: bool,
+    /// Every worker's store's `sync` level.
+    pub sync: SyncLevel,
     /// Every worker's store's `max_layer_size` (bytes).
     pub max_layer_size: u64,
     /// How long workers get to print `ready` before they are killed (READY_TIMEOUT by default).
@@ -57,7 +57,7 @@ pub struct PullConfig {
     /// `DIR`, `DIR:TAG` or `DIR@sha256:…`, as given.
     pub image: String,
     pub extract_nice: u8,
-    pub durable: bool,
+    pub sync: SyncLevel,
     /// store-core's `max_layer_size` (bytes).
     pub max_layer_size: u64,
 }

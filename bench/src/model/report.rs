@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use locktrace_report::{Metric, Mode, Report};
 use serde::{Deserialize, Serialize};
-use store_core::ExtractMode;
+use store_core::{ExtractMode, SyncLevel};
 
 use crate::model::locks::{LAYERS_LOCK, LockStats, lock_stats};
 use crate::model::mode::BenchMode;
@@ -44,7 +44,10 @@ pub struct Params {
     /// Nice increment of the pull workers' extraction threads.
     #[serde(default)]
     pub extract_nice: u8,
-    /// Whether the stores fsynced layer contents and metadata.
+    /// What the stores synced to disk (store-core's `sync` level).
+    #[serde(default)]
+    pub sync: SyncLevel,
+    /// Whether the stores fsynced layer contents and metadata: `sync` is `filesystem` (`--durable`).
     #[serde(default)]
     pub durable: bool,
 }

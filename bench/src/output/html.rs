@@ -4,10 +4,11 @@ use std::fmt::Write;
 
 use locktrace_report::human_duration;
 use locktrace_report::markup::escape;
+use store_core::SyncLevel;
 
 use super::plot::Plot;
 use super::table::Table;
-use crate::model::BenchReport;
+use crate::model::{BenchReport, Params};
 use crate::size::ByteSize;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
@@ -38,11 +39,7 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
         p.readers,
         p.repeat,
         p.extract_nice,
-        if p.durable {
-            "durable stores (fsync)"
-        } else {
-            "stores without fsync"
-        },
+        sync_phrase(p),
         escape(report.kernel.as_deref().unwrap_or("unknown")),
         report.cpus,
         escape(&report.command.join(" ")),
@@ -118,6 +115,19 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
 }
 
 /// An XML declaration is not allowed in the middle of an HTML document.
+/// What the stores synced, in words; reports from before `sync` existed only have `durable`.
+fn sync_phrase(p: &Params) -> &'static str {
+    match (p.sync, p.durable) {
+        (SyncLevel::Filesystem, _) | (_, true) => {
+            "durable stores (fsync), sync=filesystem: layer contents and metadata"
+        }
+        (SyncLevel::Metadata, false) => {
+            "sync=metadata: metadata files fdatasync'ed, layer contents not synced"
+        }
+        (SyncLevel::None, false) => "stores without fsync (sync=none)",
+    }
+}
+
 fn strip_xml_prolog(svg: &str) -> &str {
     match svg.find("<svg") {
         Some(i) => &svg[i..],

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use locktrace_report::human_duration;
+use store_core::SyncLevel;
 
 use crate::aggregate::{self, ModeAcc, RunOutcome};
 use crate::error::{Context, Result};
@@ -138,7 +139,8 @@ fn bench_report(cfg: &RunConfig, set: &GenSet, results: Vec<ModeResult>) -> Benc
             repeat: cfg.repeat,
             trace: cfg.trace.to_string(),
             extract_nice: cfg.extract_nice,
-            durable: cfg.durable,
+            sync: cfg.sync,
+            durable: cfg.sync == SyncLevel::Filesystem,
         },
         images: set
             .images

@@ -14,7 +14,7 @@ pub fn run(cfg: &PullConfig) -> Result<()> {
     let image: ImageRef = cfg.image.parse()?;
     let opts = StoreOptions {
         extract_nice: cfg.extract_nice,
-        durable: cfg.durable,
+        sync: cfg.sync,
         max_layer_size: Some(cfg.max_layer_size),
         ..Default::default()
     };

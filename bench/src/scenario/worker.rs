@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use store_core::{ExtractMode, Store, StoreOptions, monotonic_ns};
+use store_core::{ExtractMode, Store, StoreOptions, SyncLevel, monotonic_ns};
 
 use crate::error::{Context, Error, Result};
 use crate::protocol::{GO, READY, ReaderOp, Record, Role, STOP, Sink};
@@ -36,9 +36,9 @@ pub struct WorkerArgs {
     /// Nice increment for the extraction threads (store-core's `extract_nice`).
     #[arg(long, default_value_t = 0)]
     pub extract_nice: u8,
-    /// store-core's `durable`.
-    #[arg(long)]
-    pub durable: bool,
+    /// store-core's `sync` level.
+    #[arg(long, default_value = "none")]
+    pub sync: SyncLevel,
     /// store-core's `max_layer_size`, in bytes.
     #[arg(long, default_value_t = store_core::DEFAULT_MAX_LAYER_SIZE)]
     pub max_layer_size: u64,
@@ -67,7 +67,7 @@ fn work(args: &WorkerArgs, sink: &Arc<Sink>) -> Result<()> {
     let observer: Arc<dyn store_core::Observer> = sink.clone();
     let opts = StoreOptions {
         extract_mode: args.mode,
-        durable: args.durable,
+        sync: args.sync,
         extract_nice: args.extract_nice,
         observer: Some(observer),
         max_layer_size: Some(args.max_layer_size),

@@ -72,7 +72,7 @@ pub fn spawn(
         .arg(&events)
         .args(["--image", &spec.image])
         .args(["--extract-nice", &cfg.extract_nice.to_string()])
-        .args(cfg.durable.then_some("--durable"))
+        .args(["--sync", &cfg.sync.to_string()])
         .args(["--max-layer-size", &cfg.max_layer_size.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -10,6 +10,7 @@ use crate::error::{IoContext, StoreError};
 use crate::observer::{EventKind, Op, monotonic_ns};
 use crate::options::ExtractMode;
 use crate::record::{IdMap, Layer, LayerRequest, validate_id, validate_name};
+use crate::replacement::Replacement;
 use crate::staging::StagingDir;
 use crate::sys;
 
@@ -181,11 +182,9 @@ impl Store {
                 });
             }
         }
-        if self.opts.durable {
-            let fd = sys::open(&diff, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                .ctx(|| format!("opening {}", diff.display()))?;
-            sys::syncfs(&fd).ctx(|| format!("syncing {}", diff.display()))?;
-        }
+        self.durability
+            .contents_written(&diff)
+            .ctx(|| format!("syncing {}", diff.display()))?;
         Ok(d)
     }
 
@@ -196,7 +195,6 @@ impl Store {
         stream: impl Read + Send,
         blob_digest: Option<&str>,
     ) -> Result<(Layer, bool), StoreError> {
-        let durable = self.opts.durable;
         let g = self.layers.write(Op::CreateLayer)?;
         let mut layers = self.layers_for_write(&g)?;
         if let Some(l) = precheck(&layers, id, req)? {
@@ -205,7 +203,7 @@ impl Store {
         let dir = self.layer_dir(id);
         // Recorded as incomplete before anything touches the disk, so a crash leaves something recovery finds.
         layers.push(new_layer(id, req, None));
-        self.layers.save(&g, layers.clone(), None, durable)?;
+        self.layers.save(&g, layers.clone(), None)?;
         let created = match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::Conflict(
                 format!("directory {} exists but no layer records it", dir.display()),
@@ -223,17 +221,17 @@ impl Store {
         let d = match extracted {
             Ok(d) => d,
             Err(e) => {
-                self.layers.save(&g, layers, None, durable)?;
+                self.layers.save(&g, layers, None)?;
                 return Err(e);
             }
         };
         let layer = new_layer(id, req, Some(d));
         layers.push(layer.clone());
         self.emitter.timed(Op::CreateLayer, EventKind::Commit, || {
-            if durable {
-                sys::fsync_dir(&self.overlay_dir()).ctx(|| "syncing overlay directory")?;
-            }
-            self.layers.save(&g, layers, None, durable)
+            self.durability
+                .entry_added(&self.overlay_dir())
+                .ctx(|| "syncing the overlay directory")?;
+            self.layers.save(&g, layers, None)
         })?;
         Ok((layer, true))
     }
@@ -265,7 +263,7 @@ impl Store {
         let tmp = if self.stage_metadata {
             let path = staged.path().join("layers.json");
             Some(
-                sys::Replacement::create(path)
+                Replacement::create(path)
                     .ctx(|| format!("creating a temp file in {}", staged.path().display()))?,
             )
         } else {
@@ -287,12 +285,14 @@ impl Store {
             )),
             _ => StoreError::io(format!("renaming staged layer to {}", dir.display()), e),
         })?;
-        if self.opts.durable {
-            sys::fsync_dir(&self.overlay_dir()).ctx(|| "syncing overlay directory")?;
-        }
         let layer = new_layer(id, req, Some(d));
         layers.push(layer.clone());
-        let replaced = match self.layers.save(&g, layers, tmp, self.opts.durable) {
+        let saved = self
+            .durability
+            .entry_added(&self.overlay_dir())
+            .ctx(|| "syncing the overlay directory")
+            .and_then(|()| self.layers.save(&g, layers, tmp));
+        let replaced = match saved {
             Ok(replaced) => replaced,
             Err(e) => {
                 let _ = sys::remove_tree(&dir);
@@ -362,7 +362,7 @@ impl Store {
         }
         let trash = StagingDir::create(&self.staging_root())?;
         layers.retain(|l| l.id != id);
-        self.layers.save(&g, layers, None, self.opts.durable)?;
+        self.layers.save(&g, layers, None)?;
         move_aside(&self.layer_dir(&id), &trash)?;
         drop(g);
         drop(trash);

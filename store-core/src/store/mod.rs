@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::durability::Durability;
 use crate::error::{IoContext, StoreError};
 use crate::layout;
 use crate::lockfile::{LockFile, Rank, WriteGuard};
@@ -85,6 +86,8 @@ pub struct Store {
     /// prepare its `layers.json` in its staging dir and rename it over (else `overlay` is a mount of
     /// its own and the temp file is made beside `layers.json`, under the lock). Set at open: no lock.
     stage_metadata: bool,
+    /// Issues the syncs of `opts.sync` (shared with the record files). Set at open: no lock.
+    durability: Durability,
 }
 
 impl fmt::Debug for Store {
@@ -127,6 +130,7 @@ impl Store {
         };
         let stage_metadata = dev(layout::STAGING_DIR)? == dev(layout::LAYERS_DIR)?;
         let obs = || opts.observer.clone();
+        let durability = Durability::new(opts.sync);
         let store = Store {
             storage_lock: LockFile::new(
                 &root.join(layout::STORAGE_LOCK_PATH),
@@ -139,6 +143,7 @@ impl Store {
                 Rank::Layers,
                 layout::LAYERS_JSON_PATH,
                 obs(),
+                durability.clone(),
             ),
             images: RecordFile::new(
                 &root,
@@ -146,6 +151,7 @@ impl Store {
                 Rank::Images,
                 layout::IMAGES_JSON_PATH,
                 obs(),
+                durability.clone(),
             ),
             containers: RecordFile::new(
                 &root,
@@ -153,10 +159,12 @@ impl Store {
                 Rank::Containers,
                 layout::CONTAINERS_JSON_PATH,
                 obs(),
+                durability.clone(),
             ),
             emitter: Emitter(obs()),
             root,
             opts,
+            durability,
             stage_metadata,
         };
         store.recover()?;
@@ -199,7 +207,7 @@ impl Store {
                 .ctx(|| format!("removing incomplete layer {}", l.id))?;
         }
         live.retain(|l| !stale.iter().any(|s| s.id == l.id));
-        self.layers.save(g, live.clone(), None, self.opts.durable)?;
+        self.layers.save(g, live.clone(), None)?;
         Ok(live)
     }
 
@@ -302,7 +310,7 @@ impl Store {
                 img
             }
         };
-        self.images.save(&ig, images, None, self.opts.durable)?;
+        self.images.save(&ig, images, None)?;
         Ok(image)
     }
 
@@ -367,10 +375,12 @@ impl Store {
         mkdir(&dir, 0o700)?;
         mkdir(&dir.join("diff"), 0o755)?;
         containers.push(c.clone());
-        if let Err(e) = self
-            .containers
-            .save(&cg, containers, None, self.opts.durable)
-        {
+        let saved = self
+            .durability
+            .entry_added(&self.overlay_dir())
+            .ctx(|| "syncing the overlay directory")
+            .and_then(|()| self.containers.save(&cg, containers, None));
+        if let Err(e) = saved {
             let _ = sys::remove_tree(&dir);
             return Err(e);
         }
@@ -394,8 +404,7 @@ impl Store {
             .ok_or_else(|| StoreError::ContainerNotFound(id_or_name.to_string()))?;
         let trash = StagingDir::create(&self.staging_root())?;
         containers.retain(|x| x.id != c.id);
-        self.containers
-            .save(&cg, containers, None, self.opts.durable)?;
+        self.containers.save(&cg, containers, None)?;
         move_aside(&self.layer_dir(&c.layer), &trash)?;
         drop(cg);
         drop(lg);
@@ -403,3 +412,6 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
