@@ -4,6 +4,7 @@
 //! kernel knows, and prints what it measured itself as one JSON line. `lockload scenario` runs a fixed
 //! contention pattern of such processes and writes every process's figures to a truth file.
 //! `lockload blockers` is one known holder that makes read-lock `hold` processes wait behind it.
+//! `lockload cycles` is the uncontended open + lock + close loop `lockbench overhead` times.
 //!
 //!     lockload hold --path /tmp/x.lock --hold 20ms
 //!     sudo locktrace record --path /tmp/x.lock -- lockload scenario --path /tmp/x.lock --truth t.json
@@ -44,6 +45,15 @@ enum Cmd {
         path: PathBuf,
         #[arg(long, default_value_t = 100_000)]
         count: u64,
+    },
+    /// N times: open --path, take a write lock on the whole file (F_SETLKW), close it; after
+    /// WARMUP_CYCLES untimed ones. Prints its own elapsed time for the N as one JSON line (the
+    /// loop `lockbench overhead` runs untraced and under each tracer).
+    Cycles {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+        cycles: u64,
     },
     /// Exec COMMAND from a second thread after writing that thread's ID to --tid-file: the kernel
     /// hands the thread the process's PID and frees the ID it had (what a Go program like podman
@@ -145,6 +155,7 @@ fn main() -> Result<()> {
         } => blockers(&path, &truth, waiters, &holds),
         Cmd::ExitHold { path, hold } => exit_hold(&path, hold),
         Cmd::Loop { path, count } => lock_loop(&path, count),
+        Cmd::Cycles { path, cycles } => lock_cycles(&path, cycles),
         Cmd::ThreadExec { tid_file, command } => thread_exec(tid_file, &command),
     }
 }
@@ -358,6 +369,47 @@ fn lock_loop(path: &Path, count: u64) -> Result<()> {
         "{}",
         serde_json::json!({ "pairs": count, "ns_per_pair": ns / count.max(1) })
     );
+    Ok(())
+}
+
+/// Untimed cycles before the timed ones: page faults, the dentry and the lock structures' caches
+/// settle, and a tracer's maps have their entries.
+const WARMUP_CYCLES: u64 = 1000;
+
+/// What `lockload cycles` prints: a tracer that traced the loop saw `warmup + cycles` lock calls.
+#[derive(Serialize)]
+struct CyclesResult {
+    cycles: u64,
+    warmup: u64,
+    elapsed_ns: u64,
+    ns_per_cycle: f64,
+}
+
+fn lock_cycles(path: &Path, cycles: u64) -> Result<()> {
+    // SAFETY: mlockall only takes flags; a refusal (no privilege) leaves memory as it was.
+    unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    let cycle = || -> Result<()> {
+        let fd = open(path)?;
+        let locked = setlk(fd, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock");
+        // SAFETY: fd was opened above and is used nowhere else; closing it releases the lock.
+        unsafe { libc::close(fd) };
+        locked
+    };
+    for _ in 0..WARMUP_CYCLES {
+        cycle()?;
+    }
+    let start = Instant::now();
+    for _ in 0..cycles {
+        cycle()?;
+    }
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    let result = CyclesResult {
+        cycles,
+        warmup: WARMUP_CYCLES,
+        elapsed_ns,
+        ns_per_cycle: elapsed_ns as f64 / cycles as f64,
+    };
+    println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }
 
