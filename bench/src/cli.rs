@@ -1,5 +1,5 @@
 //! The commands' arguments (clap) and the configs they make: `gen`, `pull`, `run`,
-//! `compare-podman`. The hidden worker's arguments live with it, in `scenario::worker`.
+//! `compare-podman`, `overhead`. The hidden worker's arguments live with it, in `scenario::worker`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +10,9 @@ use store_core::{ExtractMode, SyncLevel};
 use crate::error::{Error, Result};
 use crate::imagegen::{Compression, GenSpec};
 use crate::model::{BenchMode, PodmanConfig, PullConfig, READY_TIMEOUT, RunConfig, TraceMode};
+use crate::scenario::overhead::OverheadConfig;
 use crate::size::ByteSize;
+use crate::supervise::overhead::Variant;
 
 /// Overrides how long `run` waits for a worker's `ready` (seconds).
 pub const READY_TIMEOUT_ENV: &str = "LOCKBENCH_READY_TIMEOUT";
@@ -260,6 +262,47 @@ impl ComparePodmanArgs {
             quiet: self.quiet,
             command,
         })
+    }
+}
+
+#[derive(Args)]
+pub struct OverheadArgs {
+    /// Timed cycles (open, F_SETLKW write lock, close) per loop.
+    #[arg(long, default_value_t = 200_000)]
+    cycles: u64,
+    /// Rounds; each runs every variant once, in a rotated order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Variants to run [default: all; those that cannot run here are listed as unavailable, while
+    /// one named here that cannot run is an error].
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<Variant>,
+    /// Directory with lockstats/ (contrib/lockstats) [default: the contrib/ above lockbench or
+    /// the current directory].
+    #[arg(long)]
+    contrib: Option<PathBuf>,
+    /// Output directory: overhead.json, and the tracers' scripts, logs and reports in overhead/.
+    #[arg(long, default_value = "lockbench-out")]
+    out: PathBuf,
+}
+
+impl OverheadArgs {
+    /// The benchmark's config; `command` is the command line for overhead.json.
+    pub fn config(self, command: Vec<String>) -> OverheadConfig {
+        let explicit = !self.variants.is_empty();
+        OverheadConfig {
+            cycles: self.cycles,
+            rounds: self.rounds,
+            variants: if explicit {
+                self.variants
+            } else {
+                Variant::ALL.to_vec()
+            },
+            explicit,
+            contrib: self.contrib,
+            out: self.out,
+            command,
+        }
     }
 }
 

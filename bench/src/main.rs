@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use lockbench::cli::{ComparePodmanArgs, GenArgs, PullArgs, RunArgs};
-use lockbench::scenario::{compare_podman, demo, generate, pull, worker};
+use lockbench::cli::{ComparePodmanArgs, GenArgs, OverheadArgs, PullArgs, RunArgs};
+use lockbench::scenario::{compare_podman, demo, generate, overhead, pull, worker};
 use lockbench::text::one_line;
 
 #[derive(Parser)]
@@ -31,6 +31,9 @@ enum Command {
     /// The same parallel pulls with podman: one shared store vs a store each (kernel lock figures
     /// with locktrace).
     ComparePodman(ComparePodmanArgs),
+    /// What tracing costs per lock call: one uncontended lock loop untraced, under a minimal
+    /// bpftrace script, contrib/lockstats and locktrace, in interleaved rounds.
+    Overhead(OverheadArgs),
     /// One pull or reader process of `run` (internal).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -59,6 +62,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => demo::run(&args.config(command())?)?,
         Command::ComparePodman(args) => compare_podman::run(&args.config(command())?)?,
+        Command::Overhead(args) => overhead::run(&args.config(command()))?,
         Command::Worker(args) => return Ok(worker::run(&args)?),
     };
     Ok(if ok {

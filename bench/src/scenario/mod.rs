@@ -1,8 +1,9 @@
 //! What the commands do, on top of everything else: generate images, pull one, run the demo,
-//! compare with podman, and the hidden worker process the demo starts.
+//! compare with podman, measure tracer overhead, and the hidden worker process the demo starts.
 
 pub mod compare_podman;
 pub mod demo;
 pub mod generate;
+pub mod overhead;
 pub mod pull;
 pub mod worker;
