@@ -254,7 +254,7 @@ pub fn table(report: &OverheadReport) -> String {
         report.cycles, report.rounds
     );
     text.push_str(&format!(
-        "{:<20} {:>22} {:>22} {:>14} {:>18}\n",
+        "{:<20} {:>22} {:>22} {:>15} {:>18}\n",
         "variant", "ns/cycle", "added ns", "× bpftrace-min", "lock calls seen"
     ));
     for v in &report.variants {
@@ -282,7 +282,7 @@ pub fn table(report: &OverheadReport) -> String {
             _ => "–".into(),
         };
         text.push_str(&format!(
-            "{name:<20} {:>22} {added:>22} {ratio:>14} {seen:>18}\n",
+            "{name:<20} {:>22} {added:>22} {ratio:>15} {seen:>18}\n",
             spread(ns, "")
         ));
     }

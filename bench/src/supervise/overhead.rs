@@ -129,7 +129,7 @@ impl Tools {
         let missing = match variant {
             Variant::Untraced => None,
             Variant::BpftraceMin => needs(&self.bpftrace),
-            Variant::Lockstats => needs(&self.bpftrace).or_else(|| needs(&self.lockstats)),
+            Variant::Lockstats => needs(&self.lockstats).or_else(|| needs(&self.bpftrace)),
             Variant::Locktrace | Variant::LocktraceAllLocks => needs(&self.locktrace),
         };
         missing.or_else(|| {
@@ -216,19 +216,18 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
             let script = work.join("bpftrace-min.bt");
             fs::write(&script, BPFTRACE_MIN)
                 .with_context(|| format!("writing {}", script.display()))?;
-            let mut cmd = Command::new(tools.bpftrace.as_ref().map_err(tool_missing)?);
+            let mut cmd = Command::new(found(&tools.bpftrace)?);
             cmd.arg(&script);
             under_bpftrace(cmd, lockload(), &log, "bpftrace", bpftrace_min_count)?
         }
         Variant::Lockstats => {
             let mut cmd = Command::new("sh");
-            cmd.arg(tools.lockstats.as_ref().map_err(tool_missing)?)
-                .arg("-t");
+            cmd.arg(found(&tools.lockstats)?).arg("-t");
             under_bpftrace(cmd, lockload(), &log, "lockstats", lockstats_count)?
         }
         Variant::Locktrace | Variant::LocktraceAllLocks => {
             let report = work.join(format!("{}.json", variant.name()));
-            let mut cmd = Command::new(tools.locktrace.as_ref().map_err(tool_missing)?);
+            let mut cmd = Command::new(found(&tools.locktrace)?);
             cmd.args(["record", "-q", "-o"]).arg(&report);
             match variant {
                 Variant::Locktrace => cmd.arg("--path").arg(&lock),
@@ -250,8 +249,9 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
     Ok(run)
 }
 
-fn tool_missing(why: &String) -> Error {
-    Error::Invalid(why.clone())
+/// The tool's path, or why it is missing (`unavailable` says so before anything runs).
+fn found(tool: &std::result::Result<PathBuf, String>) -> Result<&Path> {
+    tool.as_deref().map_err(|why| Error::Invalid(why.clone()))
 }
 
 /// A traced loop must have been seen: all of its lock calls (a tracer that only sees the loop),
