@@ -123,6 +123,7 @@ fn every_tracer_runs_and_counts_the_loops_lock_calls() {
         if name.starts_with("locktrace") {
             // It follows the loop's process only: exactly its lock calls.
             assert_eq!(seen, want, "{v}");
+            assert!(v["attach"].is_string(), "{v}");
         } else {
             // System-wide scripts may also count other processes' locks.
             assert!(seen >= want, "{v}");
@@ -173,4 +174,74 @@ fn bad_variant_and_counts_are_rejected() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(!out.join("overhead.json").exists(), "{args:?} ran");
     }
+}
+
+#[test]
+fn a_variant_named_twice_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = lockbench(&[
+        "overhead",
+        "--variants",
+        "untraced,untraced",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(stderr.contains("names untraced twice"), "{stderr}");
+    assert!(!out.join("overhead.json").exists());
+}
+
+/// Without root (dropped to nobody where the test runs as root): the untraced loop runs, the
+/// tracers are listed as unavailable, and that is no failure when no variant was named.
+#[test]
+fn without_root_the_tracers_are_unavailable_and_the_untraced_loop_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    // Copies nobody can run, wherever the workspace is; lockbench finds lockload next to itself.
+    let lockbench = Path::new(env!("CARGO_BIN_EXE_lockbench"));
+    for name in ["lockbench", "lockload"] {
+        fs::copy(lockbench.with_file_name(name), dir.path().join(name)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let mut cmd = if root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(dir.path().join("lockbench"));
+        cmd
+    } else {
+        Command::new(dir.path().join("lockbench"))
+    };
+    let result = cmd
+        .args(["overhead", "--cycles", "200", "--rounds", "1", "--out"])
+        .arg(&out)
+        .output()
+        .expect("lockbench runs");
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "{stderr}");
+    let report = report(&out);
+    assert_eq!(report["failed"], false);
+    assert_eq!(variant(&report, "untraced")["status"], "ok");
+    for name in [
+        "bpftrace-min",
+        "lockstats",
+        "locktrace",
+        "locktrace-all-locks",
+    ] {
+        let v = variant(&report, name);
+        assert_eq!(v["status"], "unavailable", "{v}");
+        assert!(!v["reason"].as_str().unwrap().is_empty(), "{v}");
+        assert!(
+            stdout.contains(&format!("{name:<20} unavailable")),
+            "{stdout}"
+        );
+    }
+    // locktrace was not copied, so that reason is its absence; bpftrace's is the missing root.
+    let why = variant(&report, "bpftrace-min")["reason"].as_str().unwrap();
+    assert!(
+        why.contains("needs root") || why.contains("bpftrace is not on PATH"),
+        "{why}"
+    );
 }

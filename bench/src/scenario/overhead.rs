@@ -74,6 +74,9 @@ pub struct VariantResult {
     pub added_ns: Option<Spread>,
     /// Median added cost / bpftrace-min's.
     pub ratio_to_bpftrace: Option<f64>,
+    /// How locktrace attached (`fentry`, `tracepoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
 }
 
 /// Median and range over rounds.
@@ -117,6 +120,17 @@ pub fn run(cfg: &OverheadConfig) -> Result<bool> {
         return Err(Error::Invalid(
             "--cycles and --rounds must be at least 1".into(),
         ));
+    }
+    if let Some(v) = cfg
+        .variants
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| cfg.variants[..i].contains(v).then_some(v))
+    {
+        return Err(Error::Invalid(format!(
+            "--variants names {} twice",
+            v.name()
+        )));
     }
     let tools = Tools::detect(cfg.contrib.as_deref())?;
     let mut runs: HashMap<Variant, Runs> = HashMap::new();
@@ -225,6 +239,7 @@ fn summarize(cfg: &OverheadConfig, lock: &Path, runs: &HashMap<Variant, Runs>) -
                 ns_per_cycle: Spread::of(&ns(v)),
                 added_ns: added,
                 ratio_to_bpftrace: added.zip(bpftrace).map(|(a, b)| a.median / b.median),
+                attach: r.loops.iter().find_map(|l| l.attach.clone()),
             }
         })
         .collect::<Vec<_>>();
@@ -286,6 +301,10 @@ pub fn table(report: &OverheadReport) -> String {
             spread(ns, "")
         ));
     }
+    for v in report.variants.iter().filter(|v| v.attach.is_some()) {
+        let attach = v.attach.as_deref().unwrap_or_default();
+        text.push_str(&format!("{} attached with {attach}\n", v.variant.name()));
+    }
     text
 }
 
@@ -300,6 +319,7 @@ mod tests {
             elapsed_ns: (ns * 1000.0) as u64,
             ns_per_cycle: ns,
             events,
+            attach: None,
         }
     }
 

@@ -186,6 +186,9 @@ pub struct LoopRun {
     /// Blocking lock calls the tracer saw (None untraced).
     #[serde(skip)]
     pub events: Option<u64>,
+    /// How locktrace attached (`fentry`, `tracepoint`), from its report.
+    #[serde(skip)]
+    pub attach: Option<String>,
 }
 
 impl LoopRun {
@@ -242,6 +245,7 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
             let report = Report::read(&report)
                 .with_context(|| format!("reading locktrace's report {}", report.display()))?;
             run.events = Some(write_waits(&report));
+            run.attach = report.meta.attach;
             run
         }
     };
@@ -479,6 +483,7 @@ mod tests {
             elapsed_ns: 1000,
             ns_per_cycle: 10.0,
             events,
+            attach: None,
         };
         assert!(check_count(Variant::Untraced, &run(None)).is_ok());
         assert!(check_count(Variant::Locktrace, &run(Some(110))).is_ok());
