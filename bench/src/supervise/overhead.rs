@@ -20,8 +20,9 @@ pub const LOCK_FILE: &str = "layers.lock";
 /// How long a tracer gets to compile and attach its programs (bpftrace compiles with LLVM, which
 /// takes seconds on a busy 2-core machine).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a tracer gets to print or write its figures after SIGINT.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a tracer gets to print or write its figures after SIGINT. Generous: bpftrace detaches
+/// its probes before printing, and on a loaded machine one such stop took over 30 s.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The minimal bpftrace script, for the cost of the cheapest wait and hold histograms one can write:
 /// three probes on the loop's path (fcntl entry and exit, close), one map update each, two log2
