@@ -316,7 +316,6 @@ mod tests {
         LoopRun {
             cycles: 1000,
             warmup: 10,
-            elapsed_ns: (ns * 1000.0) as u64,
             ns_per_cycle: ns,
             events,
             attach: None,

@@ -182,7 +182,6 @@ fn lockstats_script(contrib: Option<&Path>) -> std::result::Result<PathBuf, Stri
 pub struct LoopRun {
     pub cycles: u64,
     pub warmup: u64,
-    pub elapsed_ns: u64,
     pub ns_per_cycle: f64,
     /// Blocking lock calls the tracer saw (None untraced).
     #[serde(skip)]
@@ -231,6 +230,8 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
         }
         Variant::Locktrace | Variant::LocktraceAllLocks => {
             let report = work.join(format!("{}.json", variant.name()));
+            // An earlier round's report must not stand in for a missing one.
+            let _ = fs::remove_file(&report);
             let mut cmd = Command::new(found(&tools.locktrace)?);
             cmd.args(["record", "-q", "-o"]).arg(&report);
             match variant {
@@ -481,7 +482,6 @@ mod tests {
         let run = |events| LoopRun {
             cycles: 100,
             warmup: 10,
-            elapsed_ns: 1000,
             ns_per_cycle: 10.0,
             events,
             attach: None,
