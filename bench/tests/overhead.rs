@@ -39,6 +39,35 @@ fn root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A binary of the workspace next to lockbench (`cargo test -p lockbench` alone does not build
+/// locktrace's).
+fn sibling(name: &str) -> bool {
+    Path::new(env!("CARGO_BIN_EXE_lockbench"))
+        .with_file_name(name)
+        .is_file()
+}
+
+/// True when every requirement holds. Otherwise prints why `what` is skipped, or panics where
+/// `cargo xtask test` says the kernel tests must run (LOCKTRACE_REQUIRE_KERNEL_TESTS, as in
+/// tracer-cli's tests), so CI cannot pass by skipping.
+fn can_run(what: &str, needs: &[(bool, &str)]) -> bool {
+    let Some((_, why)) = needs.iter().find(|(ok, _)| !ok) else {
+        return true;
+    };
+    if std::env::var_os("LOCKTRACE_REQUIRE_KERNEL_TESTS").is_some() {
+        panic!("{what} is required here but cannot run: {why}");
+    }
+    eprintln!("skipped: {what} ({why})");
+    false
+}
+
+fn lockload_built() -> (bool, &'static str) {
+    (
+        sibling("lockload"),
+        "no lockload next to lockbench (cargo build -p locktrace)",
+    )
+}
+
 /// The workspace's contrib/ directory (lockstats' scripts).
 fn contrib() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib")
@@ -46,6 +75,9 @@ fn contrib() -> PathBuf {
 
 #[test]
 fn untraced_loop_runs_without_a_tracer_and_reports_its_cost() {
+    if !can_run("the untraced loop", &[lockload_built()]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let result = lockbench(&[
@@ -76,8 +108,19 @@ fn untraced_loop_runs_without_a_tracer_and_reports_its_cost() {
 /// has figures, and the tracers counted the loop's lock calls.
 #[test]
 fn every_tracer_runs_and_counts_the_loops_lock_calls() {
-    if !root() {
-        eprintln!("skipped: tracing needs root");
+    let needs = [
+        (root(), "tracing needs root"),
+        lockload_built(),
+        (
+            sibling("locktrace"),
+            "no locktrace next to lockbench (cargo build -p locktrace)",
+        ),
+        (
+            Command::new("bpftrace").arg("--version").output().is_ok(),
+            "no bpftrace (cargo xtask setup)",
+        ),
+    ];
+    if !can_run("every tracer variant", &needs) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -133,6 +176,10 @@ fn every_tracer_runs_and_counts_the_loops_lock_calls() {
 
 #[test]
 fn a_variant_asked_for_that_cannot_run_fails_before_running_anything() {
+    // Without lockload the error would be about lockload.
+    if !can_run("a variant that cannot run", &[lockload_built()]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let result = lockbench(&[
@@ -198,6 +245,9 @@ fn a_variant_named_twice_is_rejected() {
 #[test]
 fn without_root_the_tracers_are_unavailable_and_the_untraced_loop_runs() {
     use std::os::unix::fs::PermissionsExt;
+    if !can_run("the run without root", &[lockload_built()]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
     // Copies nobody can run, wherever the workspace is; lockbench finds lockload next to itself.
