@@ -24,4 +24,5 @@ pub mod scenario;
 pub mod size;
 pub mod supervise;
 pub mod text;
+pub mod tools;
 pub mod trace;

@@ -11,6 +11,7 @@ use locktrace_report::{LockKey, Report, ReportError, ReportMeta};
 use crate::error::{Context, Error, Result};
 use crate::model::{TraceMode, lock_name};
 use crate::text::log_tail;
+use crate::tools;
 
 /// How long the tracer gets to attach before the workers start anyway.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,11 +36,7 @@ impl Tracer {
         if mode == TraceMode::Off {
             return Ok(None);
         }
-        let sibling = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join("locktrace")))
-            .filter(|p| p.is_file());
-        let problem = match sibling.or_else(|| which::which("locktrace").ok()) {
+        let problem = match tools::find("locktrace") {
             // SAFETY: geteuid has no preconditions.
             Some(_) if unsafe { libc::geteuid() } != 0 => {
                 "kernel tracing needs root (eBPF); run as root or use --trace off".to_string()

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 use crate::text::log_tail;
+use crate::tools;
 
 /// The loop's lock file: the name contrib/lockstats traces by default.
 pub const LOCK_FILE: &str = "layers.lock";
@@ -98,14 +99,14 @@ impl Tools {
     /// contrib/lockstats in `contrib` or above this binary (a workspace's target/*/ directory) or the
     /// current directory. Only `lockload`, which every variant runs, is required.
     pub fn detect(contrib: Option<&Path>) -> Result<Tools> {
-        let lockload = tool("lockload").ok_or_else(|| {
+        let lockload = tools::find("lockload").ok_or_else(|| {
             Error::Invalid(
                 "the lockload binary is neither next to lockbench nor on PATH \
                  (build it with `cargo build -p locktrace`)"
                     .into(),
             )
         })?;
-        let locktrace = tool("locktrace").ok_or_else(|| {
+        let locktrace = tools::find("locktrace").ok_or_else(|| {
             "the locktrace binary is neither next to lockbench nor on PATH \
              (build it with `cargo build -p locktrace`)"
                 .to_string()
@@ -138,15 +139,6 @@ impl Tools {
                 .then(|| "tracing needs root (eBPF)".to_string())
         })
     }
-}
-
-/// A binary next to this one (the same target directory) or on PATH.
-fn tool(name: &str) -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(name)))
-        .filter(|p| p.is_file())
-        .or_else(|| which::which(name).ok())
 }
 
 /// contrib/lockstats' wrapper (`lockstats`), which runs `lockstats-tp.bt` with `-t`, with the
