@@ -36,15 +36,16 @@ const WAVES_PER_STORE: usize = 2;
 /// A pull that takes longer than this is hung (a lock nobody will release).
 const HANG: Duration = Duration::from_secs(120);
 
-/// Syscall families a crash point stops at, and how many calls of each a pull of one of the
-/// generated images makes (counted with `strace -f -c`, staged and locked, durable or not): N runs
-/// from 1 to that.
+/// Syscall families a crash point stops at, and the most calls of any one of them a thread makes in a
+/// pull of one generated image (counted with `strace -f -c`, staged and locked, durable or not).
+/// strace counts per syscall and per thread, so crash point N kills at the N-th call of any syscall
+/// of the family in any thread; N runs from 1 to that most.
 const CRASH_POINTS: &[(&str, &str, u32)] = &[
     ("rename", "rename,renameat,renameat2", 10),
-    ("fsync", "fsync,fdatasync,syncfs", 20),
-    ("write", "write,pwrite64,writev", 33),
-    ("unlink", "unlink,unlinkat,rmdir", 5),
-    ("mkdir", "mkdir,mkdirat", 30),
+    ("fsync", "fsync,fdatasync,syncfs", 17),
+    ("write", "write,pwrite64,writev", 26),
+    ("unlink", "unlink,unlinkat,rmdir", 3),
+    ("mkdir", "mkdir,mkdirat", 15),
 ];
 
 #[derive(Debug, Clone, Copy)]

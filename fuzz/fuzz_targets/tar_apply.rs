@@ -59,7 +59,7 @@ fn assert_empty_store(store: &Store, after: &str) {
 
 fuzz_target!(|data: &[u8]| {
     let store = &fixture().store;
-    let mode = if data.len() % 2 == 0 {
+    let mode = if data.len().is_multiple_of(2) {
         ExtractMode::Staged
     } else {
         ExtractMode::Locked
