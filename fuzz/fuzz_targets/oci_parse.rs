@@ -3,7 +3,8 @@
 //! digest checks, placeholders are replaced before the blobs are written:
 //! `@MANIFEST@`/`@MANIFEST_SIZE@` (in the index), `@CONFIG@`/`@CONFIG_SIZE@` and
 //! `@LAYER@`/`@LAYER_SIZE@` (in the manifest), `@DIFF_ID@` (in the config), where the layer is a
-//! fixed one-file tar written once. A pull must succeed or fail with one clean line, never panic.
+//! fixed one-file tar written once; an empty or missing reference is none. A pull must succeed or
+//! fail with one clean line, never panic.
 #![no_main]
 
 use std::fs;
@@ -38,6 +39,9 @@ fn one_file_tar() -> Vec<u8> {
     h.set_path("etc/hostname").expect("a short path");
     h.set_size(5);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_704_067_200);
     h.set_cksum();
     b.append(&h, &b"fuzz\n"[..]).expect("writing to memory");
     b.into_inner().expect("writing to memory")
@@ -126,7 +130,11 @@ fuzz_target!(|data: &[u8]| {
     let index = parts.next().unwrap_or_default();
     let manifest = parts.next().unwrap_or_default();
     let config = parts.next().unwrap_or_default();
-    let reference = parts.next().map(String::from_utf8_lossy);
+    // No fourth part, or an empty one: no reference (the index must then list one manifest).
+    let reference = parts
+        .next()
+        .filter(|r| !r.is_empty())
+        .map(String::from_utf8_lossy);
 
     let mut written = Vec::new();
     let config = replace(config, "@DIFF_ID@", &fx.layer_digest);
