@@ -101,8 +101,9 @@ struct Running {
 struct Tally {
     processes: usize,
     killed: usize,
-    /// Crash points that killed their pull, and how many did not (the pull made fewer such calls).
-    crash_points: Vec<String>,
+    /// Crash points that killed their pull (family, N), and how many did not (the pull made fewer
+    /// such calls, e.g. because another pull had created the layers first).
+    crash_points: Vec<(&'static str, u32)>,
     crash_points_missed: usize,
     finished: usize,
     /// How long the latest pulls that ran to their end took: random kills aim within that.
@@ -258,7 +259,7 @@ fn run_wave(mut wave: Vec<Running>, tally: &mut Tally, problems: &mut Vec<String
             Some(libc::SIGKILL) => {
                 match r.worker.fate {
                     Fate::CrashPoint(p) => {
-                        tally.crash_points.push(format!("{}#{}", p.family, p.n));
+                        tally.crash_points.push((p.family, p.n));
                     }
                     _ => tally.killed += 1,
                 }
@@ -621,11 +622,19 @@ fn killed_pulls_leave_a_store_that_recovers_to_what_clean_pulls_build() {
         tally.finished,
         tally.failed
     );
+    let fired: std::collections::BTreeSet<_> = tally.crash_points.iter().collect();
+    let families: Vec<String> = CRASH_POINTS
+        .iter()
+        .map(|&(family, _, max)| {
+            let n = fired.iter().filter(|(f, _)| *f == family).count();
+            format!("{family} {n}/{max}")
+        })
+        .collect();
     eprintln!(
-        "crash points that killed ({} more were past the pull's last such call; {} in all): {}",
-        tally.crash_points_missed,
-        points.len(),
-        tally.crash_points.join(" ")
+        "crash storm: distinct crash points that killed a pull: {} ({} more came after the pull's \
+         last such call)",
+        families.join(", "),
+        tally.crash_points_missed
     );
 }
 
