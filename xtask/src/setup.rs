@@ -8,11 +8,13 @@ use anyhow::{Context, Result, bail};
 /// Nightly whose LLVM (22) matches bpf-linker's; a newer nightly (LLVM 23) fails with "Invalid record".
 pub const BPF_TOOLCHAIN: &str = include_str!("../../tracer-ebpf/bpf-toolchain");
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Runs the fuzz targets in fuzz/ (.ci/fuzz) with the pinned nightly.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: LLVM 22 for bpf-linker (it links libLLVM.so.22 dynamically, so it must stay),
 /// fonts for the plots, bpftrace for the contrib scripts' cross-check, btrfs-progs for the kernel
-/// test on a btrfs subvolume.
+/// test on a btrfs subvolume, strace for the crash storm's injected crash points.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("llvm-22-dev", "bpf-linker links against LLVM 22"),
     ("libfontconfig-dev", "plot rendering (plotters)"),
@@ -22,12 +24,17 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "contrib/lockstats scripts and their cross-check test",
     ),
     ("btrfs-progs", "kernel test of locks on a btrfs subvolume"),
+    (
+        "strace",
+        "crash points injected into pulls by the crash storm (bench/tests/storm.rs)",
+    ),
 ];
 
 pub fn setup() -> Result<()> {
     apt_packages("setup", APT_PACKAGES)?;
     toolchain()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     Ok(())
 }
 
@@ -170,4 +177,23 @@ fn bpf_linker() -> Result<()> {
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
     .context("cargo install bpf-linker")
+}
+
+fn cargo_fuzz() -> Result<()> {
+    let current = crate::cargo_cmd(&["fuzz", "--version"]).output();
+    if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install, about two minutes): \
+         .ci/fuzz runs the fuzz targets with it"
+    );
+    crate::status(&mut crate::cargo_cmd(&[
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+    .context("cargo install cargo-fuzz")
 }
