@@ -2,8 +2,8 @@
 //! (`lockbench`) and the gate. A report maps lock → mode → wait/hold HdrHistograms (the lossless
 //! source of truth) plus derived summaries, try-lock outcomes, top actors and drop accounting.
 //!
-//! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error`, `histogram`
-//! and `blockers` at the bottom; `model` (the types) on them; `load` (reading and validating) and
+//! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error`, `histogram`,
+//! `mode`, `blockers` and `lock_order` at the bottom; `model` (the types) on them; `load` (reading and validating) and
 //! `recorder` on the model; `merge` on the recorder; `render`, `compare`, `export`, `gate` and
 //! `plot` on top.
 
@@ -15,8 +15,10 @@ pub mod export;
 pub mod gate;
 mod histogram;
 mod load;
+mod lock_order;
 pub mod markup;
 pub mod merge;
+mod mode;
 mod model;
 mod output;
 mod pattern;
@@ -29,6 +31,7 @@ pub use duration::human_duration;
 pub use error::ReportError;
 pub use histogram::{SIGNIFICANT_DIGITS, new_histogram};
 pub use load::MAX_REPORT_BYTES;
+pub use lock_order::{LockOrder, OrderEdge, OrderExample, describe_cycle};
 pub use model::{
     Actor, ActorStat, Drops, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Source, Statistic, Summary, TOP_ACTORS, TryCounts, TryOutcome,

@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use crate::blockers;
 use crate::error::ReportError;
 use crate::histogram;
+use crate::lock_order;
 use crate::model::{Metric, MetricReport, Report, SCHEMA_VERSION, Statistic, Summary};
 
 /// The largest report file read (64 MiB). A report holds a few KiB per lock file, so this leaves
@@ -92,6 +93,16 @@ impl Report {
                         }
                     })?;
                 }
+                let tries = &mode_report.tries;
+                if tries.edeadlk > tries.errors {
+                    return Err(ReportError::Corrupt {
+                        path: origin.to_path_buf(),
+                        reason: format!(
+                            "{} {mode} tries: {} EDEADLK results but only {} errors",
+                            lock.key, tries.edeadlk, tries.errors
+                        ),
+                    });
+                }
                 let wait = &mode_report.wait.summary;
                 blockers::check(
                     &mode_report.blockers,
@@ -106,7 +117,10 @@ impl Report {
                 })?;
             }
         }
-        Ok(())
+        lock_order::check(&self.lock_order).map_err(|reason| ReportError::Corrupt {
+            path: origin.to_path_buf(),
+            reason: format!("lock order: {reason}"),
+        })
     }
 }
 

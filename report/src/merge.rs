@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::error::ReportError;
+use crate::lock_order::OrderAcc;
 use crate::model::{LockKey, LockReport, Mode, Report, ReportMeta, SCHEMA_VERSION};
 use crate::recorder::ModeAcc;
 
@@ -50,10 +51,15 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         .into_iter()
         .map(|(name, group)| combine(name, &group))
         .collect::<Result<_, _>>()?;
+    let mut order = OrderAcc::default();
+    for r in reports {
+        order.absorb(&r.lock_order).map_err(ReportError::Merge)?;
+    }
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         meta,
         locks,
+        lock_order: order.report(),
     })
 }
 

@@ -10,47 +10,13 @@ use crate::blockers::{Blocker, BlockerOthers};
 use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::histogram;
+use crate::lock_order::LockOrder;
+pub use crate::mode::Mode;
 use crate::pattern::glob_match;
 
 /// Version of the JSON layout written by [`Report::write`]. Readers accept any version up to this one
 /// and reject newer ones, so a report never gets silently misread by an older tool.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Shared lock (`F_RDLCK`) or exclusive lock (`F_WRLCK`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Read,
-    Write,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Read => "read",
-            Mode::Write => "write",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = ReportError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "read" | "r" | "shared" => Ok(Mode::Read),
-            "write" | "w" | "exclusive" => Ok(Mode::Write),
-            _ => Err(ReportError::Invalid(format!(
-                "unknown lock mode {s:?} (expected read or write)"
-            ))),
-        }
-    }
-}
 
 /// Time spent blocked before getting the lock (`Wait`) or holding it (`Hold`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -409,6 +375,9 @@ pub struct TryCounts {
     pub refused: u64,
     pub errors: u64,
     pub interrupted: u64,
+    /// Of the `errors`, lock calls the kernel refused with EDEADLK: waiting would have deadlocked.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub edeadlk: u64,
 }
 
 impl TryCounts {
@@ -425,6 +394,7 @@ impl TryCounts {
         self.refused = self.refused.saturating_add(other.refused);
         self.errors = self.errors.saturating_add(other.errors);
         self.interrupted = self.interrupted.saturating_add(other.interrupted);
+        self.edeadlk = self.edeadlk.saturating_add(other.edeadlk);
     }
 
     /// The sum, or `None` when a count would pass `u64::MAX`.
@@ -434,6 +404,7 @@ impl TryCounts {
             refused: self.refused.checked_add(other.refused)?,
             errors: self.errors.checked_add(other.errors)?,
             interrupted: self.interrupted.checked_add(other.interrupted)?,
+            edeadlk: self.edeadlk.checked_add(other.edeadlk)?,
         })
     }
 
@@ -512,6 +483,9 @@ pub struct Report {
     #[serde(flatten)]
     pub meta: ReportMeta,
     pub locks: Vec<LockReport>,
+    /// Which locks were held while others were taken, and the cycles of that order.
+    #[serde(default, skip_serializing_if = "LockOrder::is_empty")]
+    pub lock_order: LockOrder,
 }
 
 impl Report {

@@ -5,6 +5,7 @@ use hdrhistogram::Histogram;
 use crate::blockers::{BlockerAcc, Holder};
 use crate::error::ReportError;
 use crate::histogram::{MAX_SAMPLES, new_histogram};
+use crate::lock_order::{OrderAcc, OrderExample};
 use crate::model::{
     Actor, ActorStat, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Summary, TOP_ACTORS, TryCounts, TryOutcome,
@@ -14,6 +15,7 @@ use crate::model::{
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
     locks: BTreeMap<LockKey, BTreeMap<Mode, ModeAcc>>,
+    order: OrderAcc,
 }
 
 /// Everything known about one mode of one lock: (count, total) per actor for the top lists.
@@ -217,6 +219,29 @@ impl Recorder {
         self.mode_acc(lock, mode).blockers.holder_not_traced();
     }
 
+    /// A lock call the kernel refused with EDEADLK (counted among the errors, too).
+    pub fn record_deadlock(&mut self, lock: &LockKey, mode: Mode) {
+        let tries = &mut self.mode_acc(lock, mode).tries;
+        tries.edeadlk = tries.edeadlk.saturating_add(1);
+    }
+
+    /// `actor` took `taken` (in `taken_mode`) while holding `held` (in `held_mode`). Locks are
+    /// told apart by their report key; taking the same one again is no edge.
+    pub fn record_order(
+        &mut self,
+        (held, held_mode): (&LockKey, Mode),
+        (taken, taken_mode): (&LockKey, Mode),
+        actor: &Actor,
+    ) {
+        self.order
+            .record(&held.to_string(), &taken.to_string(), || OrderExample {
+                pid: actor.pid,
+                comm: actor.comm.clone(),
+                held_mode,
+                taken_mode,
+            });
+    }
+
     pub fn record_try(&mut self, lock: &LockKey, mode: Mode, outcome: TryOutcome) {
         self.mode_acc(lock, mode).tries.count(outcome);
     }
@@ -242,6 +267,7 @@ impl Recorder {
             schema_version: SCHEMA_VERSION,
             meta,
             locks,
+            lock_order: self.order.report(),
         }
     }
 

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::blockers::{Blocker, BlockerOthers};
 use crate::duration::human_duration;
+use crate::lock_order::{LockOrder, describe_cycle};
 use crate::model::{ActorStat, Metric, ModeReport, Report, Summary};
 
 const COLUMNS: [&str; 8] = [
@@ -43,6 +44,7 @@ pub fn render_text(report: &Report) -> String {
             render_mode(&mut out, mode_report);
         }
     }
+    render_lock_order(&mut out, &report.lock_order);
     let drops = &meta.drops;
     if drops.total() == 0 {
         let _ = writeln!(out, "\ndrops: none");
@@ -83,6 +85,13 @@ fn render_mode(out: &mut String, mode: &ModeReport) {
             "    tries: {} acquired, {} refused, {} errors, {} interrupted",
             t.acquired, t.refused, t.errors, t.interrupted
         );
+        if t.edeadlk > 0 {
+            let _ = writeln!(
+                out,
+                "    EDEADLK: {} (the kernel refused to wait: it would have deadlocked)",
+                t.edeadlk
+            );
+        }
     }
     render_actors(out, "top waiters", &mode.top_waiters);
     render_actors(out, "top holders", &mode.top_holders);
@@ -186,4 +195,28 @@ fn render_actors(out: &mut String, title: &str, actors: &[ActorStat]) {
         })
         .collect();
     let _ = writeln!(out, "    {title}: {}", list.join(", "));
+}
+
+/// Edges with counts and first example, then one `potential deadlock` line per cycle naming the
+/// first process that took each of its edges.
+fn render_lock_order(out: &mut String, order: &LockOrder) {
+    if order.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nlock order (held → taken)");
+    for e in &order.edges {
+        let x = &e.example;
+        let _ = writeln!(
+            out,
+            "  {} → {} ×{} (first: {}[{}], {} then {})",
+            e.held, e.taken, e.count, x.comm, x.pid, x.held_mode, x.taken_mode
+        );
+    }
+    for cycle in &order.cycles {
+        let _ = writeln!(
+            out,
+            "  potential deadlock: {}",
+            describe_cycle(order, cycle)
+        );
+    }
 }

@@ -33,6 +33,9 @@ impl Verdict {
 pub enum CheckKind {
     Budget,
     Regression,
+    /// `--fail-on-inversion`: the report's lock order must have no cycle.
+    #[serde(rename = "lock_order")]
+    LockOrder,
 }
 
 /// One lock name and mode as a check saw it.
@@ -82,6 +85,12 @@ pub enum Subject {
     },
     /// A lock mode of the baseline that this report lacks.
     Vanished { lock: String, mode: Mode },
+    /// The lock-order check: one per cycle (failed), or one with no cycle (passed) over `edges`
+    /// lock-order edges.
+    LockOrder {
+        cycle: Option<Vec<String>>,
+        edges: usize,
+    },
     /// A gate that could not be set up: nothing to check, or reports whose locks would not line up.
     Setup(CheckKind),
 }
@@ -103,6 +112,7 @@ impl Check {
         match self.subject {
             Subject::Budget { .. } | Subject::UnmeasuredBudget { .. } => CheckKind::Budget,
             Subject::Regression { .. } | Subject::Vanished { .. } => CheckKind::Regression,
+            Subject::LockOrder { .. } => CheckKind::LockOrder,
             Subject::Setup(kind) => kind,
         }
     }
@@ -182,6 +192,14 @@ impl Check {
         }
     }
 
+    /// The lock-order cycle a failed lock-order check is about.
+    pub fn cycle(&self) -> Option<&[String]> {
+        match &self.subject {
+            Subject::LockOrder { cycle, .. } => cycle.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn baseline(&self) -> Option<u64> {
         match self.subject {
             Subject::Regression { baseline, .. } => baseline,
@@ -191,10 +209,13 @@ impl Check {
 }
 
 /// The JSON form is one flat object per check, every field present (`null` where the kind of
-/// check has no such figure), as the gate has always written it.
+/// check has no such figure), as the gate has always written it; lock-order checks add `cycle`.
 impl Serialize for Check {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Check", 13)?;
+        let mut s = serializer.serialize_struct(
+            "Check",
+            13 + usize::from(self.kind() == CheckKind::LockOrder),
+        )?;
         s.serialize_field("kind", &self.kind())?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("lock", &self.lock())?;
@@ -206,6 +227,9 @@ impl Serialize for Check {
         s.serialize_field("measured", &self.measured())?;
         s.serialize_field("limit", &self.limit())?;
         s.serialize_field("baseline", &self.baseline())?;
+        if self.kind() == CheckKind::LockOrder {
+            s.serialize_field("cycle", &self.cycle())?;
+        }
         s.serialize_field("verdict", &self.verdict)?;
         s.serialize_field("message", &self.message)?;
         s.end()

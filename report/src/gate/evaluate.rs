@@ -1,5 +1,6 @@
 //! Evaluating budgets and the baseline comparison on a report.
 
+use crate::lock_order::describe_cycle;
 use crate::merge::{NamedLock, by_name};
 use crate::model::{Metric, Mode, Report, Statistic, Summary};
 
@@ -21,6 +22,8 @@ pub struct GateConfig<'a> {
     pub min_samples: u64,
     /// Statistics compared against the baseline, for wait and hold of every lock mode.
     pub regression_stats: Vec<Statistic>,
+    /// Fail on any cycle in the report's lock order (a potential deadlock).
+    pub fail_on_inversion: bool,
 }
 
 impl Default for GateConfig<'_> {
@@ -30,6 +33,7 @@ impl Default for GateConfig<'_> {
             baseline: None,
             min_samples: 1,
             regression_stats: vec![Statistic::P50, Statistic::P99],
+            fail_on_inversion: false,
         }
     }
 }
@@ -42,6 +46,9 @@ pub fn evaluate(report: &Report, config: &GateConfig) -> GateResult {
     }
     if let Some(baseline) = &config.baseline {
         check_regressions(report, baseline, config, &mut checks);
+    }
+    if config.fail_on_inversion {
+        check_lock_order(report, &mut checks);
     }
     if checks.is_empty() {
         checks.push(setup_error(
@@ -100,6 +107,37 @@ fn setup_error(kind: CheckKind, name: &str, message: String) -> Check {
         verdict: Verdict::Error,
         message,
         subject: Subject::Setup(kind),
+    }
+}
+
+/// The name of every lock-order check.
+pub const LOCK_ORDER_CHECK: &str = "lock-order:inversions";
+
+/// One failed check per lock-order cycle, or one passed check when there is none.
+fn check_lock_order(report: &Report, out: &mut Vec<Check>) {
+    let order = &report.lock_order;
+    let edges = order.edges.len();
+    if order.cycles.is_empty() {
+        out.push(Check {
+            name: LOCK_ORDER_CHECK.into(),
+            verdict: Verdict::Pass,
+            message: format!("{LOCK_ORDER_CHECK}: no lock-order inversion over {edges} edges"),
+            subject: Subject::LockOrder { cycle: None, edges },
+        });
+    }
+    for cycle in &order.cycles {
+        out.push(Check {
+            name: LOCK_ORDER_CHECK.into(),
+            verdict: Verdict::Fail,
+            message: format!(
+                "{LOCK_ORDER_CHECK}: potential deadlock {}",
+                describe_cycle(order, cycle)
+            ),
+            subject: Subject::LockOrder {
+                cycle: Some(cycle.clone()),
+                edges,
+            },
+        });
     }
 }
 

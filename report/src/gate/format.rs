@@ -59,6 +59,7 @@ impl GateResult {
         }
         for c in &self.checks {
             let case = match (c.lock(), c.mode()) {
+                _ if c.cycle().is_some() => c.cycle().unwrap_or_default().join(" → "),
                 (Some(lock), Some(mode)) => format!("{lock} {mode}"),
                 (Some(lock), None) => lock.to_string(),
                 _ => c.name.clone(),
@@ -81,6 +82,7 @@ impl GateResult {
                         match c.kind() {
                             CheckKind::Budget => "budget",
                             CheckKind::Regression => "regression",
+                            CheckKind::LockOrder => "lock_order",
                         }
                     );
                 }

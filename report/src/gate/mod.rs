@@ -12,4 +12,4 @@ mod format;
 pub use crate::duration::parse_duration;
 pub use budget::{Budget, CmpOp, MAX_BUDGETS_FILE_BYTES, load_budgets, parse_budgets};
 pub use check::{Check, CheckKind, GateResult, LockMode, Subject, Verdict};
-pub use evaluate::{Baseline, GateConfig, evaluate};
+pub use evaluate::{Baseline, GateConfig, LOCK_ORDER_CHECK, evaluate};
