@@ -226,7 +226,8 @@ impl Recorder {
     }
 
     /// `actor` took `taken` (in `taken_mode`) while holding `held` (in `held_mode`). Locks are
-    /// told apart by their report key; taking the same one again is no edge.
+    /// named by path, or by name and inode when the path is unknown; taking the same one again is
+    /// no edge.
     pub fn record_order(
         &mut self,
         (held, held_mode): (&LockKey, Mode),
@@ -234,7 +235,7 @@ impl Recorder {
         actor: &Actor,
     ) {
         self.order
-            .record(&held.to_string(), &taken.to_string(), || OrderExample {
+            .record(&order_name(held), &order_name(taken), || OrderExample {
                 pid: actor.pid,
                 comm: actor.comm.clone(),
                 held_mode,
@@ -281,6 +282,16 @@ impl Recorder {
             .expect("inserted above")
             .entry(mode)
             .or_default()
+    }
+}
+
+/// A lock file's name in the lock order: its path, else its name and inode, so two same-named
+/// files of unknown path stay apart.
+fn order_name(key: &LockKey) -> String {
+    match (&key.path, key.ino) {
+        (Some(path), _) => path.clone(),
+        (None, Some(ino)) => format!("{} (inode {ino})", key.name),
+        (None, None) => key.name.clone(),
     }
 }
 

@@ -5,6 +5,8 @@
 //! without an open hold, or a hold still open at the end, is a measurement gap and is counted, never
 //! guessed.
 //!
+//! Every successful lock also adds a lock-order edge from each other file its owner already holds.
+//!
 //! Every blocking wait is also matched with the holds open when it started ([`crate::holders`]): the
 //! holders it was blocked by, or "holder not traced".
 
@@ -146,6 +148,9 @@ impl Ledger {
             _ => TryOutcome::Error,
         };
         self.recorder.record_try(&lock, mode, outcome);
+        if -ev.ret == libc::EDEADLK {
+            self.recorder.record_deadlock(&lock, mode);
+        }
         let blocked = blocking.then(|| {
             let nanos = ev.end_ns.saturating_sub(ev.start_ns);
             self.recorder
@@ -194,6 +199,7 @@ impl Ledger {
                 holder: self.processes.holder(ev.pid, &actor.comm),
             },
         );
+        self.record_order(key, &lock, mode, &actor);
         self.open.insert(
             key,
             OpenHold {
@@ -204,6 +210,19 @@ impl Ledger {
             },
         );
         blocked
+    }
+
+    /// Lock order: every other file the same owner (or, for locks whose owner is per open file,
+    /// the same process) holds while it takes `lock`.
+    fn record_order(&mut self, key: Owner, lock: &LockKey, mode: Mode, actor: &Actor) {
+        for (held_key, held) in &self.open {
+            let same_file = (held_key.dev, held_key.ino) == (key.dev, key.ino);
+            let same_owner = held_key.owner == key.owner || held.actor.pid == actor.pid;
+            if same_owner && !same_file {
+                self.recorder
+                    .record_order((&held.lock, held.mode), (lock, mode), actor);
+            }
+        }
     }
 
     fn release(&mut self, ev: &Event) {
@@ -523,5 +542,137 @@ mod tests {
             .map(|b| (b.holder.pid, b.waits, b.total_wait_ns))
             .collect();
         assert_eq!(counted, [(10, 1, 2_000), (11, 1, 2_000)]);
+    }
+
+    /// `e` on the lock file `name` with inode `ino`.
+    fn on(ino: u64, name: &str, mut e: Event) -> Event {
+        e.ino = ino;
+        e.name = [0; NAME_LEN];
+        e.name[..name.len()].copy_from_slice(name.as_bytes());
+        e
+    }
+
+    /// Process `pid` (lock owner `owner`) takes `first` then `second` and releases both.
+    fn nest(
+        l: &mut Ledger,
+        pid: u32,
+        owner: u64,
+        first: (u64, &str),
+        second: (u64, &str),
+        at: u64,
+    ) {
+        let lock = |(ino, name): (u64, &str), t| {
+            by(
+                pid,
+                on(
+                    ino,
+                    name,
+                    ev(kind::LOCK, F_SETLKW, F_WRLCK, t, t + 1, 0, owner),
+                ),
+            )
+        };
+        let release = |(ino, name): (u64, &str), t| {
+            by(
+                pid,
+                on(
+                    ino,
+                    name,
+                    ev(kind::RELEASE_UNLOCK, 0, F_UNLCK, t, t, 0, owner),
+                ),
+            )
+        };
+        l.record(&lock(first, at));
+        l.record(&lock(second, at + 10));
+        l.record(&release(second, at + 20));
+        l.record(&release(first, at + 30));
+    }
+
+    const A: (u64, &str) = (1, "a.lock");
+    const B: (u64, &str) = (2, "b.lock");
+    const C: (u64, &str) = (3, "c.lock");
+
+    #[test]
+    fn taking_a_lock_while_holding_another_records_an_edge() {
+        let mut l = ledger();
+        nest(&mut l, 10, 1, A, B, 0);
+        nest(&mut l, 11, 2, A, B, 100);
+        let r = report(l);
+        let order = &r.lock_order;
+        assert_eq!(order.edges.len(), 1);
+        let e = &order.edges[0];
+        assert_eq!(
+            (e.held.as_str(), e.taken.as_str()),
+            ("a.lock (inode 1)", "b.lock (inode 2)")
+        );
+        assert_eq!(
+            (e.count, e.example.pid, e.example.comm.as_str()),
+            (2, 10, "p10")
+        );
+        assert!(order.cycles.is_empty());
+    }
+
+    #[test]
+    fn relocking_the_same_file_and_released_locks_make_no_edge() {
+        let mut l = ledger();
+        // A conversion of a held lock.
+        l.record(&by(
+            10,
+            on(1, "a.lock", ev(kind::LOCK, F_SETLKW, F_RDLCK, 0, 1, 0, 1)),
+        ));
+        l.record(&by(
+            10,
+            on(1, "a.lock", ev(kind::LOCK, F_SETLKW, F_WRLCK, 5, 6, 0, 1)),
+        ));
+        l.record(&by(
+            10,
+            on(
+                1,
+                "a.lock",
+                ev(kind::RELEASE_UNLOCK, 0, F_UNLCK, 9, 9, 0, 1),
+            ),
+        ));
+        // Another file taken after the first was released, and one taken by another process.
+        l.record(&by(
+            11,
+            on(3, "c.lock", ev(kind::LOCK, F_SETLKW, F_WRLCK, 9, 10, 0, 2)),
+        ));
+        l.record(&by(
+            10,
+            on(2, "b.lock", ev(kind::LOCK, F_SETLKW, F_WRLCK, 10, 11, 0, 1)),
+        ));
+        assert!(report(l).lock_order.is_empty());
+    }
+
+    #[test]
+    fn opposite_orders_in_two_processes_are_a_cycle() {
+        let mut l = ledger();
+        nest(&mut l, 10, 1, A, B, 0);
+        nest(&mut l, 11, 2, B, A, 100);
+        let r = report(l);
+        assert_eq!(
+            r.lock_order.cycles,
+            vec![vec!["a.lock (inode 1)", "b.lock (inode 2)"]]
+        );
+    }
+
+    #[test]
+    fn a_cycle_through_three_processes_is_found() {
+        let mut l = ledger();
+        nest(&mut l, 10, 1, A, B, 0);
+        nest(&mut l, 11, 2, B, C, 100);
+        nest(&mut l, 12, 3, C, A, 200);
+        let r = report(l);
+        assert_eq!(r.lock_order.cycles.len(), 1);
+        assert_eq!(r.lock_order.cycles[0].len(), 3);
+    }
+
+    #[test]
+    fn edeadlk_is_counted_among_the_errors() {
+        let mut l = ledger();
+        l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, -libc::EDEADLK, 1));
+        l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 20, 30, -libc::EIO, 1));
+        let r = report(l);
+        let t = &r.locks[0].modes[&Mode::Write].tries;
+        assert_eq!((t.errors, t.edeadlk), (2, 1));
     }
 }
