@@ -32,6 +32,9 @@ pub enum OfflineCommand {
         /// Statistics over fewer samples than this are inconclusive instead of passing.
         #[arg(long, value_name = "N", default_value_t = 1)]
         min_samples: u64,
+        /// Fail when the report's lock order has a cycle (a potential deadlock).
+        #[arg(long)]
+        fail_on_inversion: bool,
         #[arg(long, value_enum, default_value_t = GateFormat::Text)]
         format: GateFormat,
     },
@@ -101,6 +104,7 @@ impl OfflineCommand {
                 baseline,
                 tolerance,
                 min_samples,
+                fail_on_inversion,
                 format,
             } => {
                 let current = Report::read(&report)?;
@@ -119,6 +123,7 @@ impl OfflineCommand {
                         tolerance_pct: tolerance,
                     }),
                     min_samples,
+                    fail_on_inversion,
                     ..GateConfig::default()
                 };
                 let result = gate::evaluate(&current, &config);

@@ -1026,3 +1026,79 @@ fn a_holder_outside_the_trace_is_counted_as_not_traced() {
     assert_eq!(r.holder_not_traced, 1, "{r:?}");
     assert!(r.blockers.is_empty(), "{:?}", r.blockers);
 }
+
+/// Two `lockload nest` processes one after the other, the first taking `a` then `b`, the second
+/// `second.0` then `second.1`: the report and `gate --fail-on-inversion`'s exit code.
+fn nested_pair(dir: &Path, second: (&str, &str)) -> (Report, Option<i32>, String) {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    for name in ["a.lock", "b.lock"] {
+        std::fs::write(path(name), b"").unwrap();
+    }
+    let ll = lockload();
+    let ll = ll.display();
+    let script = format!(
+        "{ll} nest --first {a} --second {b} && {ll} nest --first {c} --second {d}",
+        a = path("a.lock"),
+        b = path("b.lock"),
+        c = path(second.0),
+        d = path(second.1),
+    );
+    let (report, out) = record(
+        dir,
+        &["--path", &path("a.lock"), "--path", &path("b.lock")],
+        &["sh", "-c", &script],
+    );
+    assert!(out.status.success(), "record failed: {:?}", out.status);
+    assert_no_drops(&report);
+    let gate = run(locktrace().arg("gate").arg(dir.join("report.json")).args([
+        "--fail-on-inversion",
+        "--format",
+        "text",
+    ]));
+    let text = String::from_utf8_lossy(&gate.stdout).into_owned();
+    (report, gate.status.code(), text)
+}
+
+#[test]
+fn opposite_lock_orders_are_a_potential_deadlock_the_gate_fails() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (report, code, text) = nested_pair(dir.path(), ("b.lock", "a.lock"));
+    let (a, b) = (
+        dir.path().join("a.lock").display().to_string(),
+        dir.path().join("b.lock").display().to_string(),
+    );
+    let order = &report.lock_order;
+    assert_eq!(order.edges.len(), 2, "{order:?}");
+    let ab = order.edge(&a, &b).expect("a → b");
+    let ba = order.edge(&b, &a).expect("b → a");
+    assert_eq!((ab.count, ba.count), (1, 1));
+    assert_ne!(ab.example.pid, ba.example.pid, "two processes");
+    assert_eq!(ab.example.comm, "lockload");
+    assert_eq!(order.cycles, vec![vec![a.clone(), b.clone()]]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("potential deadlock"), "{text}");
+}
+
+#[test]
+fn a_consistent_lock_order_passes_the_inversion_gate() {
+    if !kernel_available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (report, code, text) = nested_pair(dir.path(), ("a.lock", "b.lock"));
+    let (a, b) = (
+        dir.path().join("a.lock").display().to_string(),
+        dir.path().join("b.lock").display().to_string(),
+    );
+    let order = &report.lock_order;
+    assert_eq!(order.edges.len(), 1, "{order:?}");
+    assert_eq!(order.edge(&a, &b).map(|e| e.count), Some(2));
+    assert!(order.cycles.is_empty());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("no lock-order inversion"), "{text}");
+}

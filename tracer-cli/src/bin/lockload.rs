@@ -4,6 +4,7 @@
 //! kernel knows, and prints what it measured itself as one JSON line. `lockload scenario` runs a fixed
 //! contention pattern of such processes and writes every process's figures to a truth file.
 //! `lockload blockers` is one known holder that makes read-lock `hold` processes wait behind it.
+//! `lockload nest` takes --first, then --second while holding it (a lock order).
 //! `lockload cycles` is the uncontended open + lock + close loop `lockbench overhead` times.
 //!
 //!     lockload hold --path /tmp/x.lock --hold 20ms
@@ -54,6 +55,14 @@ enum Cmd {
         path: PathBuf,
         #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
         cycles: u64,
+    },
+    /// Take a write lock on --first, then one on --second while still holding the first, then
+    /// release both (second, then first). Prints this process's pid as one JSON line.
+    Nest {
+        #[arg(long)]
+        first: PathBuf,
+        #[arg(long)]
+        second: PathBuf,
     },
     /// Exec COMMAND from a second thread after writing that thread's ID to --tid-file: the kernel
     /// hands the thread the process's PID and frees the ID it had (what a Go program like podman
@@ -157,6 +166,7 @@ fn main() -> Result<()> {
         Cmd::Loop { path, count } => lock_loop(&path, count),
         Cmd::Cycles { path, cycles } => lock_cycles(&path, cycles),
         Cmd::ThreadExec { tid_file, command } => thread_exec(tid_file, &command),
+        Cmd::Nest { first, second } => nest(&first, &second),
     }
 }
 
@@ -355,6 +365,20 @@ fn finish(mut child: Child, mut out: BufReader<std::process::ChildStdout>) -> Re
         bail!("lockload hold failed: {status}");
     }
     Ok(serde_json::from_str(&line)?)
+}
+
+fn nest(first: &Path, second: &Path) -> Result<()> {
+    let outer = open(first)?;
+    setlk(outer, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock --first")?;
+    let inner = open(second)?;
+    setlk(inner, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock --second")?;
+    // SAFETY: both fds are this function's own, open, and not used after closing.
+    unsafe {
+        libc::close(inner);
+        libc::close(outer);
+    }
+    println!("{}", serde_json::json!({ "pid": std::process::id() }));
+    Ok(())
 }
 
 fn lock_loop(path: &Path, count: u64) -> Result<()> {
