@@ -12,8 +12,9 @@ use locktrace_report::{Report, compare, merge, plot, render_text};
 
 #[derive(Subcommand)]
 pub enum OfflineCommand {
-    /// Check a report against latency budgets and/or a baseline report. Exit code 0: pass, 1: a
-    /// budget or regression failed, 2: the gate could not be evaluated.
+    /// Check a report against latency budgets, a baseline report and/or its lock order. Exit code
+    /// 0: pass, 1: a budget, regression or lock-order check failed, 2: the gate could not be
+    /// evaluated.
     Gate {
         /// The report to check.
         report: PathBuf,
