@@ -31,7 +31,7 @@ pub use duration::human_duration;
 pub use error::ReportError;
 pub use histogram::{SIGNIFICANT_DIGITS, new_histogram};
 pub use load::MAX_REPORT_BYTES;
-pub use lock_order::{LockOrder, OrderEdge, OrderExample, describe_cycle};
+pub use lock_order::{LockOrder, MAX_ORDER_EDGES, OrderEdge, OrderExample, describe_cycle};
 pub use model::{
     Actor, ActorStat, Drops, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Source, Statistic, Summary, TOP_ACTORS, TryCounts, TryOutcome,

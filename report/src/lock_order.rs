@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::mode::Mode;
 
+/// The most edges a lock order keeps (and a report may hold): finding cycles costs a search per
+/// edge, so this bounds the work a report, hostile or not, can ask of a reader. Edges past it are
+/// counted in [`LockOrder::edges_dropped`].
+pub const MAX_ORDER_EDGES: usize = 1024;
+
 /// The first time an edge was seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderExample {
@@ -42,11 +47,18 @@ pub struct LockOrder {
     /// Each a list of locks `[A, B, ...]` meaning A→B→…→A, starting at its smallest lock.
     #[serde(default)]
     pub cycles: Vec<Vec<String>>,
+    /// Times an edge was seen that did not fit in [`MAX_ORDER_EDGES`]: cycles through it are missed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub edges_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl LockOrder {
     pub fn is_empty(&self) -> bool {
-        self.edges.is_empty() && self.cycles.is_empty()
+        self.edges.is_empty() && self.cycles.is_empty() && self.edges_dropped == 0
     }
 
     /// The edge `held` → `taken`, if recorded.
@@ -77,6 +89,7 @@ pub fn describe_cycle(order: &LockOrder, cycle: &[String]) -> String {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OrderAcc {
     edges: BTreeMap<(String, String), (u64, OrderExample)>,
+    dropped: u64,
 }
 
 impl OrderAcc {
@@ -89,8 +102,10 @@ impl OrderAcc {
         if held == taken {
             return;
         }
+        let full = self.edges.len() >= MAX_ORDER_EDGES;
         match self.edges.get_mut(&(held.to_string(), taken.to_string())) {
             Some(e) => e.0 = e.0.saturating_add(1),
+            None if full => self.dropped = self.dropped.saturating_add(1),
             None => {
                 self.edges
                     .insert((held.into(), taken.into()), (1, example()));
@@ -100,16 +115,23 @@ impl OrderAcc {
 
     /// Adds stored edges, keeping the first example; a count past `u64::MAX` is refused.
     pub(crate) fn absorb(&mut self, order: &LockOrder) -> Result<(), String> {
+        const OVERFLOW: &str = "lock-order counts add up past 2^64";
         for e in &order.edges {
+            let key = (e.held.clone(), e.taken.clone());
+            if !self.edges.contains_key(&key) && self.edges.len() >= MAX_ORDER_EDGES {
+                self.dropped = self.dropped.checked_add(e.count).ok_or(OVERFLOW)?;
+                continue;
+            }
             let entry = self
                 .edges
-                .entry((e.held.clone(), e.taken.clone()))
+                .entry(key)
                 .or_insert_with(|| (0, e.example.clone()));
-            entry.0 = entry
-                .0
-                .checked_add(e.count)
-                .ok_or("lock-order counts add up past 2^64")?;
+            entry.0 = entry.0.checked_add(e.count).ok_or(OVERFLOW)?;
         }
+        self.dropped = self
+            .dropped
+            .checked_add(order.edges_dropped)
+            .ok_or(OVERFLOW)?;
         Ok(())
     }
 
@@ -125,7 +147,11 @@ impl OrderAcc {
             })
             .collect();
         let cycles = cycles(&edges);
-        LockOrder { edges, cycles }
+        LockOrder {
+            edges,
+            cycles,
+            edges_dropped: self.dropped,
+        }
     }
 }
 
@@ -184,9 +210,15 @@ fn shortest_path<'a>(
     None
 }
 
-/// Checks a stored lock order: edges sorted and unique, none from a lock to itself, every count
+/// Checks a stored lock order: at most [`MAX_ORDER_EDGES`] edges, sorted and unique, none from a lock to itself, every count
 /// at least one, and the cycles exactly those its edges make.
 pub(crate) fn check(order: &LockOrder) -> Result<(), String> {
+    if order.edges.len() > MAX_ORDER_EDGES {
+        return Err(format!(
+            "{} edges, more than the {MAX_ORDER_EDGES} a report keeps",
+            order.edges.len()
+        ));
+    }
     for pair in order.edges.windows(2) {
         if (&pair[0].held, &pair[0].taken) >= (&pair[1].held, &pair[1].taken) {
             return Err(format!(
@@ -269,6 +301,25 @@ mod tests {
         let mut o = acc(&[("a", "b")]);
         o.edges[0].count = 0;
         assert!(check(&o).is_err());
+    }
+
+    #[test]
+    fn edges_past_the_cap_are_counted_as_dropped() {
+        let names: Vec<String> = (0..=MAX_ORDER_EDGES).map(|i| format!("l{i:05}")).collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| ("a", n.as_str())).collect();
+        let o = acc(&pairs);
+        assert_eq!((o.edges.len(), o.edges_dropped), (MAX_ORDER_EDGES, 1));
+        assert_eq!(check(&o), Ok(()));
+        let mut m = OrderAcc::default();
+        m.absorb(&o).unwrap();
+        m.absorb(&acc(&[("z", "y")])).unwrap();
+        assert_eq!(m.report().edges_dropped, 2);
+        let mut too_many = o.clone();
+        too_many.edges.push(OrderEdge {
+            held: "zz".into(),
+            ..o.edges[0].clone()
+        });
+        assert!(check(&too_many).is_err());
     }
 
     #[test]

@@ -212,6 +212,13 @@ fn render_lock_order(out: &mut String, order: &LockOrder) {
             e.held, e.taken, e.count, x.comm, x.pid, x.held_mode, x.taken_mode
         );
     }
+    if order.edges_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  {} more nestings past the edge limit not shown: cycles through them are missed",
+            order.edges_dropped
+        );
+    }
     for cycle in &order.cycles {
         let _ = writeln!(
             out,
