@@ -199,7 +199,7 @@ impl Ledger {
                 holder: self.processes.holder(ev.pid, &actor.comm),
             },
         );
-        self.record_order(key, &lock, mode, &actor);
+        self.record_order(key, ev.start_ns, &lock, mode, &actor);
         self.open.insert(
             key,
             OpenHold {
@@ -213,12 +213,19 @@ impl Ledger {
     }
 
     /// Lock order: every other file the same owner (or, for locks whose owner is per open file,
-    /// the same process) holds while it takes `lock`.
-    fn record_order(&mut self, key: Owner, lock: &LockKey, mode: Mode, actor: &Actor) {
+    /// the same process) held, taken before the call that took `lock` (at `start_ns`) began.
+    fn record_order(
+        &mut self,
+        key: Owner,
+        start_ns: u64,
+        lock: &LockKey,
+        mode: Mode,
+        actor: &Actor,
+    ) {
         for (held_key, held) in &self.open {
             let same_file = (held_key.dev, held_key.ino) == (key.dev, key.ino);
             let same_owner = held_key.owner == key.owner || held.actor.pid == actor.pid;
-            if same_owner && !same_file {
+            if same_owner && !same_file && held.since_ns <= start_ns {
                 self.recorder
                     .record_order((&held.lock, held.mode), (lock, mode), actor);
             }
@@ -664,6 +671,21 @@ mod tests {
         let r = report(l);
         assert_eq!(r.lock_order.cycles.len(), 1);
         assert_eq!(r.lock_order.cycles[0].len(), 3);
+    }
+
+    #[test]
+    fn a_hold_taken_after_the_lock_call_started_is_no_edge() {
+        let mut l = ledger();
+        // Another thread of the process got a.lock while this one was already waiting for b.lock.
+        l.record(&by(
+            10,
+            on(1, "a.lock", ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 50, 0, 1)),
+        ));
+        l.record(&by(
+            10,
+            on(2, "b.lock", ev(kind::LOCK, F_SETLKW, F_WRLCK, 40, 60, 0, 1)),
+        ));
+        assert!(report(l).lock_order.is_empty());
     }
 
     #[test]
