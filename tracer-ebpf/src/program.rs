@@ -149,10 +149,15 @@ fn submit_flags() -> u64 {
     }
 }
 
-fn config() -> Config {
+/// The loader's configuration, read in place. By reference, because a copy of its ~250 bytes in
+/// each program's frame pushed the combined stack of a program and its calls over the verifier's
+/// 512 bytes on kernels without private BPF stacks (before 6.13).
+fn config() -> &'static Config {
+    let at: *const Config = &raw const CONFIG;
     // SAFETY: CONFIG is a valid, aligned static the loader fills in (.rodata) before the program is
-    // loaded; volatile keeps the compiler from folding the zero initialiser into the code.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+    // loaded and nothing writes afterwards. The pointer is read back volatile so the compiler cannot
+    // see that it points at a zero initialiser and fold the fields into the code.
+    unsafe { &*core::ptr::read_volatile(&at) }
 }
 
 fn bump(which: u32) {
@@ -369,7 +374,7 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     // Untraced processes stop here, before the user read and the fd-table walk.
     let cfg = config();
     require(process_wanted(
-        &cfg,
+        cfg,
         (bpf_get_current_pid_tgid() >> 32) as u32,
     ))?;
     let fd = tp_field::<u64>(ctx, 16).unwrap_or(u64::MAX) as u32;
@@ -379,9 +384,9 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     let file = if l_type == F_UNLCK {
         0
     } else {
-        file_from_fd(&cfg, fd).ok_or(Miss::Ignored)?
+        file_from_fd(cfg, fd).ok_or(Miss::Ignored)?
     };
-    lock_enter(&cfg, fd as i32, cmd, file, l_type)
+    lock_enter(cfg, fd as i32, cmd, file, l_type)
 }
 
 #[tracepoint]
@@ -407,7 +412,7 @@ fn try_fcntl_setlk_entry(ctx: &FEntryContext) -> Outcome {
     let cmd: u32 = ctx.arg(2);
     let flock: u64 = ctx.arg(3);
     let l_type = read_kernel::<i16>(flock).ok_or(Miss::Ignored)?;
-    lock_enter(&config(), fd as i32, cmd, file, l_type as u32)
+    lock_enter(config(), fd as i32, cmd, file, l_type as u32)
 }
 
 #[fexit(function = "fcntl_setlk")]
