@@ -13,7 +13,7 @@ use crate::durability::Durability;
 use crate::error::{IoContext, StoreError};
 use crate::lockfile::{LastWrite, LockFile, Rank, ReadGuard, WriteGuard};
 use crate::observer::{Observer, Op};
-use crate::replacement::Replacement;
+use crate::replacement::{Replacement, Written};
 use crate::sys;
 
 /// Metadata files larger than this are refused as corrupt rather than read into memory.
@@ -49,6 +49,20 @@ impl Held for WriteGuard {
 struct Cache<T> {
     token: Option<LastWrite>,
     items: Arc<Vec<T>>,
+}
+
+/// The records as read under a lock, and the last-writer token they were read under.
+pub(crate) struct Snapshot<T> {
+    token: LastWrite,
+    pub(crate) items: Arc<Vec<T>>,
+}
+
+/// A replacement written and synced outside the lock, and the token of the records it was computed
+/// from: it may be installed only while that token is still the file's.
+pub(crate) struct Prepared<T> {
+    base: LastWrite,
+    items: Vec<T>,
+    file: Written,
 }
 
 /// A JSON array of records in one file, guarded by one lock file. Every method that touches the file or
@@ -107,11 +121,20 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
 
     /// The records as of the held lock's token, reparsed only when another writer changed it.
     pub(crate) fn load(&self, g: &impl Held) -> Result<Arc<Vec<T>>, StoreError> {
+        self.snapshot(g).map(|s| s.items)
+    }
+
+    /// [`RecordFile::load`], remembering the token the records were read under: the base of a
+    /// [`RecordFile::prepare`]d replacement.
+    pub(crate) fn snapshot(&self, g: &impl Held) -> Result<Snapshot<T>, StoreError> {
         self.check_guard(g);
         let token = g.last_write()?;
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.token == Some(token) {
-            return Ok(Arc::clone(&c.items));
+            return Ok(Snapshot {
+                token,
+                items: Arc::clone(&c.items),
+            });
         }
         let items = match sys::read_bounded(&self.path, MAX_RECORD_FILE) {
             Ok(data) => serde_json::from_slice(&data).map_err(|source| StoreError::Metadata {
@@ -130,7 +153,10 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
             token: Some(token),
             items: Arc::new(items),
         };
-        Ok(Arc::clone(&c.items))
+        Ok(Snapshot {
+            token,
+            items: Arc::clone(&c.items),
+        })
     }
 
     /// Records a new last-writer token, then atomically replaces the file through `tmp` (the sibling
@@ -169,6 +195,68 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
         }
     }
 
+    /// Writes and syncs the replacement holding `items`, computed from `base`, into `tmp` while no lock
+    /// is held: the sync (an ext4 journal commit that waits for every other process's dirty data) is
+    /// the slow part of a save, and here it happens before the lock is taken.
+    pub(crate) fn prepare(
+        &self,
+        base: &Snapshot<T>,
+        items: Vec<T>,
+        tmp: Replacement,
+    ) -> Result<Prepared<T>, StoreError> {
+        let data = serde_json::to_vec(&items).map_err(|source| StoreError::Metadata {
+            path: self.path.clone(),
+            source,
+        })?;
+        let file = tmp
+            .write(&data, &self.durability)
+            .ctx(|| format!("writing the replacement of {}", self.path.display()))?;
+        Ok(Prepared {
+            base: base.token,
+            items,
+            file,
+        })
+    }
+
+    /// Whether `p` was computed from the file as it is now: no writer has recorded a save since its
+    /// base snapshot (every save records a new token before it renames).
+    pub(crate) fn is_current(&self, g: &WriteGuard, p: &Prepared<T>) -> Result<bool, StoreError> {
+        self.check_guard(g);
+        Ok(g.last_write()? == p.base)
+    }
+
+    /// Installs a prepared replacement that [`RecordFile::is_current`] under this same guard: a new
+    /// token and a rename, no sync of the data (it was synced when prepared). The file then holds
+    /// exactly what [`RecordFile::save`] would have written under the lock, synced the same way: only
+    /// the moment of the sync moved, to before the lock.
+    pub(crate) fn commit(
+        &self,
+        g: &WriteGuard,
+        p: Prepared<T>,
+    ) -> Result<Option<std::fs::File>, StoreError> {
+        self.check_guard(g);
+        debug_assert!(g.last_write()? == p.base, "stale prepared replacement");
+        let token = g.record_write()?;
+        let installed = p
+            .file
+            .rename_over(&self.path, &self.durability)
+            .ctx(|| format!("writing {}", self.path.display()));
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match installed {
+            Ok(replaced) => {
+                *c = Cache {
+                    token: Some(token),
+                    items: Arc::new(p.items),
+                };
+                Ok(replaced)
+            }
+            Err(e) => {
+                c.token = None;
+                Err(e)
+            }
+        }
+    }
+
     /// Whether a writer's temp file is lying beside the records (checked without the lock: a hint that
     /// [`RecordFile::remove_leftover`] is worth the write lock).
     pub(crate) fn has_leftover(&self) -> bool {
@@ -184,5 +272,91 @@ impl<T: Serialize + DeserializeOwned> RecordFile<T> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r.ctx(|| format!("removing leftover {}", tmp.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durability::SyncCall;
+    use crate::options::SyncLevel;
+
+    fn records(root: &Path, durability: &Durability) -> RecordFile<u32> {
+        let d = durability.clone();
+        RecordFile::new(root, "n.lock", Rank::Layers, "n.json", None, d)
+    }
+
+    fn on_disk(root: &Path) -> Vec<u32> {
+        serde_json::from_slice(&std::fs::read(root.join("n.json")).unwrap()).unwrap()
+    }
+
+    /// A snapshot of `rf` and a replacement holding it plus `extra`, prepared without the lock.
+    fn prepare_with(rf: &RecordFile<u32>, root: &Path, extra: u32) -> Prepared<u32> {
+        let base = rf.snapshot(&rf.read(Op::CreateLayer).unwrap()).unwrap();
+        let mut items = base.items.to_vec();
+        items.push(extra);
+        let tmp = Replacement::create(root.join("prepared.tmp")).unwrap();
+        rf.prepare(&base, items, tmp).unwrap()
+    }
+
+    #[test]
+    fn prepared_replacement_installs_and_is_seen_by_other_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new(SyncLevel::None);
+        let rf = records(dir.path(), &durability);
+        rf.save(&rf.write(Op::CreateLayer).unwrap(), vec![1], None)
+            .unwrap();
+        let p = prepare_with(&rf, dir.path(), 2);
+        let g = rf.write(Op::CreateLayer).unwrap();
+        assert!(rf.is_current(&g, &p).unwrap());
+        rf.commit(&g, p).unwrap();
+        assert_eq!(*rf.load(&g).unwrap(), vec![1, 2]);
+        drop(g);
+        assert_eq!(on_disk(dir.path()), vec![1, 2]);
+        let other = records(dir.path(), &durability);
+        assert_eq!(
+            *other.load(&other.read(Op::ReadLayers).unwrap()).unwrap(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn prepared_replacement_is_stale_once_another_writer_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new(SyncLevel::None);
+        let rf = records(dir.path(), &durability);
+        let p = prepare_with(&rf, dir.path(), 2);
+        // Another process's save in between, through a handle with its own cache.
+        let other = records(dir.path(), &durability);
+        other
+            .save(&other.write(Op::CreateLayer).unwrap(), vec![3], None)
+            .unwrap();
+        let g = rf.write(Op::CreateLayer).unwrap();
+        assert!(!rf.is_current(&g, &p).unwrap());
+        assert_eq!(*rf.load(&g).unwrap(), vec![3], "the other save stands");
+        drop(g);
+        // Prepared again from the new state, it goes in.
+        let p = prepare_with(&rf, dir.path(), 2);
+        let g = rf.write(Op::CreateLayer).unwrap();
+        assert!(rf.is_current(&g, &p).unwrap());
+        rf.commit(&g, p).unwrap();
+        drop(g);
+        assert_eq!(on_disk(dir.path()), vec![3, 2]);
+    }
+
+    #[test]
+    fn prepared_replacement_is_synced_when_prepared_not_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new(SyncLevel::Metadata);
+        let rf = records(dir.path(), &durability);
+        let p = prepare_with(&rf, dir.path(), 1);
+        assert_eq!(durability.take_log(), vec![SyncCall::FileData]);
+        let g = rf.write(Op::CreateLayer).unwrap();
+        rf.commit(&g, p).unwrap();
+        assert_eq!(
+            durability.take_log(),
+            vec![],
+            "nothing synced under the lock"
+        );
     }
 }

@@ -36,18 +36,42 @@ impl Replacement {
         target.with_file_name(name)
     }
 
-    /// Replaces `target` with `data`: write, sync as `durability` says, rename over, sync the directory
-    /// as it says. Returns the replaced file still open: its inode is truncated and freed only when
-    /// that is dropped, which the caller can do after releasing its lock.
+    /// Replaces `target` with `data`: [`Replacement::write`] then [`Written::rename_over`]. Returns
+    /// the replaced file still open: its inode is truncated and freed only when that is dropped, which
+    /// the caller can do after releasing its lock.
     pub(crate) fn install(
-        mut self,
+        self,
         data: &[u8],
         target: &Path,
         durability: &Durability,
     ) -> io::Result<Option<File>> {
+        self.write(data, durability)?
+            .rename_over(target, durability)
+    }
+
+    /// Writes `data` in full and syncs it as `durability` says (fdatasync from
+    /// [`SyncLevel::Metadata`](crate::SyncLevel) up). Needs no lock: the file is private until renamed.
+    pub(crate) fn write(mut self, data: &[u8], durability: &Durability) -> io::Result<Written> {
         self.file.write_all(data)?;
         durability.metadata_written(&self.file)?;
-        drop(self.file);
+        Ok(Written { path: self.path })
+    }
+}
+
+/// A replacement whose content is written and synced as the store's durability asks: renaming it
+/// over its target is all that is left, and that is all a commit under the lock has to do.
+pub(crate) struct Written {
+    path: PathBuf,
+}
+
+impl Written {
+    /// Renames the file over `target` and syncs the directory as `durability` says. Returns the
+    /// replaced file still open (see [`Replacement::install`]).
+    pub(crate) fn rename_over(
+        self,
+        target: &Path,
+        durability: &Durability,
+    ) -> io::Result<Option<File>> {
         // Not there yet (first write) or unreadable: then it is simply freed during the rename.
         let replaced = File::open(target).ok();
         std::fs::rename(&self.path, target)?;

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Store, find, mkdir, move_aside};
 use crate::archive::{self, Digests};
@@ -44,6 +44,17 @@ fn precheck(layers: &[Layer], id: &str, req: &LayerRequest) -> Result<Option<Lay
         )));
     }
     Ok(None)
+}
+
+/// How many times a staged commit prepares layers.json outside the lock before it writes it under the
+/// lock instead. Each retry means another writer saved in between and costs one more sync (outside the
+/// lock); the fallback bounds that under a storm of commits.
+const PREPARE_ATTEMPTS: u32 = 4;
+
+/// The temp file for layers.json inside a staging directory (same filesystem, so it can be renamed).
+fn staged_replacement(staged: &StagingDir) -> Result<Replacement, StoreError> {
+    Replacement::create(staged.path().join("layers.json"))
+        .ctx(|| format!("creating a temp file in {}", staged.path().display()))
 }
 
 fn validate_map(maps: &[IdMap], what: &str) -> Result<(), StoreError> {
@@ -259,13 +270,84 @@ impl Store {
             blob_digest,
             self.opts.extract_nice,
         )?;
+        let layer = new_layer(id, req, Some(d));
+        if self.stage_metadata {
+            for _ in 0..PREPARE_ATTEMPTS {
+                if let Some(done) = self.commit_prepared(id, req, &layer, &staged)? {
+                    return Ok(done);
+                }
+            }
+        }
+        self.commit_staged(id, req, layer, staged)
+    }
+
+    /// The staged commit with layers.json written and synced before `layers.lock` is taken; under it
+    /// only a token check and two renames. `None`: another writer saved layers.json after the snapshot
+    /// this was prepared from (or a dead creator's record needs the write lock to clean up), so
+    /// nothing was committed.
+    ///
+    /// Why this is as safe as [`Store::commit_staged`]: the replacement is computed from layers.json
+    /// as read under the snapshot's token, and every save records a new token before it renames, so an
+    /// unchanged token under the write lock proves layers.json is still what the replacement was
+    /// computed from; its data was fdatasync'ed (at [`SyncLevel::Metadata`](crate::SyncLevel) and up)
+    /// before the rename, exactly as a save under the lock does. The layer directory is renamed in
+    /// before layers.json, as there. Only the moment of the sync moved.
+    fn commit_prepared(
+        &self,
+        id: &str,
+        req: &LayerRequest,
+        layer: &Layer,
+        staged: &StagingDir,
+    ) -> Result<Option<(Layer, bool)>, StoreError> {
+        let base = {
+            let g = self.layers.read(Op::CreateLayer)?;
+            self.layers.snapshot(&g)?
+        };
+        if let Some(l) = precheck(&base.items, id, req)? {
+            // Another process committed the same layer while we extracted; ours is discarded on drop.
+            return Ok(Some((l, false)));
+        }
+        if base.items.iter().any(|l| l.incomplete) {
+            return Ok(None);
+        }
+        let mut items = base.items.to_vec();
+        items.push(layer.clone());
+        let tmp = staged_replacement(staged)?;
+        let prepared = self.layers.prepare(&base, items, tmp)?;
+
+        let g = self.layers.write(Op::CreateLayer)?;
+        let start = monotonic_ns();
+        if !self.layers.is_current(&g, &prepared)? {
+            return Ok(None);
+        }
+        let dir = self.rename_staged(staged, id)?;
+        let saved = self
+            .durability
+            .entry_added(&self.overlay_dir())
+            .ctx(|| "syncing the overlay directory")
+            .and_then(|()| self.layers.commit(&g, prepared));
+        let replaced = saved.inspect_err(|_| {
+            let _ = sys::remove_tree(&dir);
+        })?;
+        self.emitter
+            .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());
+        drop(g);
+        drop(replaced);
+        Ok(Some((layer.clone(), true)))
+    }
+
+    /// The staged commit with layers.json written (and synced) under `layers.lock`: when the staging
+    /// directory is on another filesystem, or when other writers kept invalidating prepared ones.
+    fn commit_staged(
+        &self,
+        id: &str,
+        req: &LayerRequest,
+        layer: Layer,
+        staged: StagingDir,
+    ) -> Result<(Layer, bool), StoreError> {
         // Everything that can be done before taking the lock is: the commit below only writes and renames.
         let tmp = if self.stage_metadata {
-            let path = staged.path().join("layers.json");
-            Some(
-                Replacement::create(path)
-                    .ctx(|| format!("creating a temp file in {}", staged.path().display()))?,
-            )
+            Some(staged_replacement(&staged)?)
         } else {
             None
         };
@@ -277,34 +359,35 @@ impl Store {
             // Another process committed the same layer while we extracted; ours is discarded on drop.
             return Ok((l, false));
         }
-        let dir = self.layer_dir(id);
-        std::fs::rename(&staged_layer, &dir).map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => StoreError::Conflict(format!(
-                "directory {} exists but no layer records it",
-                dir.display()
-            )),
-            _ => StoreError::io(format!("renaming staged layer to {}", dir.display()), e),
-        })?;
-        let layer = new_layer(id, req, Some(d));
+        let dir = self.rename_staged(&staged, id)?;
         layers.push(layer.clone());
         let saved = self
             .durability
             .entry_added(&self.overlay_dir())
             .ctx(|| "syncing the overlay directory")
             .and_then(|()| self.layers.save(&g, layers, tmp));
-        let replaced = match saved {
-            Ok(replaced) => replaced,
-            Err(e) => {
-                let _ = sys::remove_tree(&dir);
-                return Err(e);
-            }
-        };
+        let replaced = saved.inspect_err(|_| {
+            let _ = sys::remove_tree(&dir);
+        })?;
         self.emitter
             .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());
         drop(g);
         drop(replaced);
         drop(staged);
         Ok((layer, true))
+    }
+
+    /// Renames the staged layer directory to its place in the store (under the write lock).
+    fn rename_staged(&self, staged: &StagingDir, id: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.layer_dir(id);
+        std::fs::rename(staged.path().join("layer"), &dir).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => StoreError::Conflict(format!(
+                "directory {} exists but no layer records it",
+                dir.display()
+            )),
+            _ => StoreError::io(format!("renaming staged layer to {}", dir.display()), e),
+        })?;
+        Ok(dir)
     }
 
     /// All complete layers.

@@ -66,11 +66,12 @@ fn sync_metadata_fdatasyncs_each_layers_json_write_only() {
 
 #[test]
 fn sync_filesystem_makes_contents_durable_before_the_layer_is_recorded() {
-    // syncfs of the contents, fsync of overlay/ (the layer's directory entry), then layers.json's temp
-    // file and its directory: the record can only survive a power loss with everything it names.
+    // syncfs of the contents and layers.json's temp file (both before layers.lock is taken), then
+    // under it fsync of overlay/ (the layer's directory entry) and, after the rename, of layers.json's
+    // directory: the record can only survive a power loss with everything it names.
     assert_eq!(
         syncs_of_create(SyncLevel::Filesystem, ExtractMode::Staged),
-        vec![Filesystem, Directory, FileData, Directory]
+        vec![Filesystem, FileData, Directory, Directory]
     );
     assert_eq!(
         syncs_of_create(SyncLevel::Filesystem, ExtractMode::Locked),
