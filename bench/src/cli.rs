@@ -9,10 +9,12 @@ use store_core::{ExtractMode, SyncLevel};
 
 use crate::error::{Error, Result};
 use crate::imagegen::{Compression, GenSpec};
-use crate::model::{BenchMode, PodmanConfig, PullConfig, READY_TIMEOUT, RunConfig, TraceMode};
+use crate::model::{
+    BenchMode, PodmanConfig, PullConfig, READY_TIMEOUT, RunConfig, TraceMode, Variant,
+};
 use crate::scenario::overhead::OverheadConfig;
 use crate::size::ByteSize;
-use crate::supervise::overhead::Variant;
+use crate::supervise::overhead;
 
 /// Overrides how long `run` waits for a worker's `ready` (seconds).
 pub const READY_TIMEOUT_ENV: &str = "LOCKBENCH_READY_TIMEOUT";
@@ -221,7 +223,7 @@ impl RunArgs {
 
 #[derive(Args)]
 pub struct ComparePodmanArgs {
-    /// Parallel `podman pull` processes (each pulls a different image).
+    /// Parallel pull processes per variant (each pulls a different image).
     #[arg(long, default_value_t = 4)]
     pulls: usize,
     /// Uncompressed size of each image (split evenly over its layers).
@@ -229,12 +231,33 @@ pub struct ComparePodmanArgs {
     image_size: ByteSize,
     #[command(flatten)]
     shape: ImageShape,
-    /// podman storage driver.
+    /// Who pulls, in this order: podman-old (the host's podman), podman-staged (podman >= 5.8
+    /// from --podman-rootfs), store-locked, store-staged (lockbench pull) [default: all four].
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<Variant>,
+    /// Runs of every variant, interleaved (rotated) so that drift hits all alike.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Also pull into a store each, besides the shared store.
+    #[arg(long)]
+    isolated: bool,
+    /// podman storage driver (both podmans).
     #[arg(long, default_value = "overlay")]
     driver: String,
-    /// podman binary.
+    /// The host's podman binary: podman-old.
     #[arg(long, default_value = "podman")]
     podman: String,
+    /// Rootfs with podman >= 5.8 in /usr/bin: podman-staged, run chrooted [default: the one
+    /// `cargo xtask setup-podman` builds, target/podman-sid/rootfs beside lockbench's target dir].
+    #[arg(long, value_name = "DIR")]
+    podman_rootfs: Option<PathBuf>,
+    /// What store-core syncs (none, metadata, filesystem): metadata is podman's default, so both
+    /// pay the same durability.
+    #[arg(long, default_value = "metadata")]
+    sync: SyncLevel,
+    /// Largest uncompressed layer store-core accepts [default: store-core's, 32G].
+    #[arg(long, value_name = "SIZE")]
+    max_layer_size: Option<ByteSize>,
     /// Kernel-side tracing with `locktrace record` around the pulls.
     #[arg(long, default_value = "auto")]
     trace: TraceMode,
@@ -252,17 +275,42 @@ impl ComparePodmanArgs {
         if self.pulls == 0 {
             return Err(Error::Invalid("--pulls must be at least 1".into()));
         }
+        if self.repeat == 0 {
+            return Err(Error::Invalid("--repeat must be at least 1".into()));
+        }
+        let mut variants = self.variants;
+        if variants.is_empty() {
+            variants = Variant::ALL.to_vec();
+        }
+        let mut seen = std::collections::HashSet::new();
+        variants.retain(|v| seen.insert(*v));
         Ok(PodmanConfig {
             pulls: self.pulls,
             images: self.shape.per_pull(self.pulls, self.image_size),
+            variants,
+            repeat: self.repeat,
+            isolated: self.isolated,
             driver: self.driver,
             podman: self.podman,
+            rootfs: self.podman_rootfs.or_else(setup_podman_rootfs),
+            sync: self.sync,
+            max_layer_size: self
+                .max_layer_size
+                .map_or(store_core::DEFAULT_MAX_LAYER_SIZE, |s| s.0),
             trace: self.trace,
             out: self.out,
             quiet: self.quiet,
             command,
         })
     }
+}
+
+/// The rootfs `cargo xtask setup-podman` leaves in the target dir this lockbench was built into
+/// (`target/<profile>/lockbench` → `target/podman-sid/rootfs`), when it is there.
+fn setup_podman_rootfs() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let rootfs = exe.parent()?.parent()?.join("podman-sid").join("rootfs");
+    rootfs.is_dir().then_some(rootfs)
 }
 
 #[derive(Args)]
@@ -276,7 +324,7 @@ pub struct OverheadArgs {
     /// Variants to run [default: all; those that cannot run here are listed as unavailable, while
     /// one named here that cannot run is an error].
     #[arg(long, value_delimiter = ',')]
-    variants: Vec<Variant>,
+    variants: Vec<overhead::Variant>,
     /// Directory with lockstats/ (contrib/lockstats) [default: the contrib/ above lockbench or
     /// the current directory].
     #[arg(long)]
@@ -296,7 +344,7 @@ impl OverheadArgs {
             variants: if explicit {
                 self.variants
             } else {
-                Variant::ALL.to_vec()
+                overhead::Variant::ALL.to_vec()
             },
             explicit,
             contrib: self.contrib,

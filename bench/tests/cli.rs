@@ -271,6 +271,75 @@ fn run_hands_the_sync_level_to_its_workers() {
     assert_eq!(syncfs_of_run("filesystem"), 4);
 }
 
+/// The sync calls (fsync, fdatasync, syncfs) a traced process made while it held `layers.lock` for
+/// writing, read from an `strace -f` log of openat/fcntl/close and those calls: a hold runs from the
+/// F_WRLCK fcntl on a layers.lock fd to that fd's close, in the process that took it.
+fn syncs_under_layers_lock(log: &str) -> Vec<String> {
+    let mut lock_fd: std::collections::HashMap<&str, String> = Default::default();
+    let mut holding: Option<(&str, String)> = None;
+    let mut found = Vec::new();
+    for line in log.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        if call.starts_with("openat(") && call.contains("/layers.lock\"") {
+            if let Some((_, fd)) = call.rsplit_once(" = ") {
+                lock_fd.insert(pid, fd.trim().to_string());
+            }
+        } else if let Some(fd) = lock_fd.get(pid)
+            && call.starts_with(&format!("fcntl({fd}, F_SETLKW, {{l_type=F_WRLCK"))
+        {
+            holding = Some((pid, fd.clone()));
+        } else if let Some((holder, fd)) = &holding
+            && *holder == pid
+            && call.starts_with(&format!("close({fd})"))
+        {
+            holding = None;
+        } else if holding.is_some()
+            && ["fsync(", "fdatasync(", "syncfs("]
+                .iter()
+                .any(|c| call.starts_with(c))
+        {
+            found.push(line.to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn staged_pull_syncs_layers_json_before_taking_layers_lock() {
+    if !strace_or_skip("watching a pull's syncs against its locks") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = gen_one_image(&dir.path().join("images"));
+    let under_lock = |mode: &str| {
+        let store = dir.path().join(mode);
+        let trace = dir.path().join(format!("{mode}.strace"));
+        let result = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=openat,fcntl,close,fsync,fdatasync,syncfs",
+            ])
+            .arg("-o")
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_lockbench"))
+            .args(["pull", "--sync", "metadata", "--mode", mode, "--store"])
+            .args([&store, &image])
+            .output()
+            .expect("strace runs");
+        assert!(result.status.success(), "{}", text(&result).1);
+        syncs_under_layers_lock(&fs::read_to_string(&trace).unwrap())
+    };
+    // Staged: layers.json's temp copy is fdatasync'ed before the lock; under it only renames.
+    assert_eq!(under_lock("staged"), Vec::<String>::new());
+    // Locked (the before): both layers.json writes are synced under the lock. Also proves the log
+    // parsing sees holds and syncs at all.
+    assert_eq!(under_lock("locked").len(), 2, "locked pull");
+}
+
 #[test]
 fn corrupt_blob_fails_the_run_naming_worker_and_image_but_keeps_other_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -812,10 +881,40 @@ fn compare_podman_without_podman_fails_clearly() {
     assert!(stderr.contains("/no/such/podman not found"), "{stderr}");
 }
 
+/// Whether both podmans are here: the host's (podman-old) and the rootfs `cargo xtask setup-podman`
+/// builds (podman-staged), and root to chroot into it. Otherwise says why the test is skipped, or
+/// panics where CI set up both (LOCKBENCH_REQUIRE_PODMAN), so CI cannot pass by skipping.
+fn podmans_or_skip(what: &str) -> bool {
+    let rootfs = Path::new(env!("CARGO_BIN_EXE_lockbench"))
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("podman-sid/rootfs/usr/bin/podman"));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing = if Command::new("podman").arg("--version").output().is_err() {
+        Some("the host's podman is not installed (cargo xtask setup-podman)")
+    } else if !rootfs.is_some_and(|p| p.is_file()) {
+        Some("no podman-sid rootfs (cargo xtask setup-podman)")
+    } else if !root {
+        Some("not root (chroot)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if std::env::var_os("LOCKBENCH_REQUIRE_PODMAN").is_some() => {
+            panic!("{what} is required here (LOCKBENCH_REQUIRE_PODMAN) but {why}")
+        }
+        Some(why) => {
+            eprintln!("skipped: {what} ({why})");
+            false
+        }
+    }
+}
+
 #[test]
-fn compare_podman_pulls_into_shared_and_isolated_stores() {
-    if Command::new("podman").arg("--version").output().is_err() {
-        eprintln!("skipped: podman is not installed");
+fn compare_podman_runs_every_variant_on_the_same_images() {
+    if !podmans_or_skip("podman 4.3 against podman 5.8 against store-core") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -825,11 +924,11 @@ fn compare_podman_pulls_into_shared_and_isolated_stores() {
         "--pulls",
         "2",
         "--image-size",
-        "1M",
+        "2M",
         "--layers",
         "2",
-        "--driver",
-        "vfs",
+        "--repeat",
+        "2",
         "--trace",
         "off",
         "--quiet",
@@ -838,16 +937,57 @@ fn compare_podman_pulls_into_shared_and_isolated_stores() {
     ]);
     let (stdout, stderr) = text(&result);
     assert!(result.status.success(), "{stderr}");
-    assert!(
-        stdout.contains("podman shared") && stdout.contains("podman isolated"),
-        "{stdout}"
-    );
+    for column in [
+        "podman-old",
+        "podman-staged",
+        "store-locked",
+        "store-staged",
+    ] {
+        assert!(stdout.contains(column), "{column} missing: {stdout}");
+    }
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("podman-report.json")).unwrap()).unwrap();
     assert_eq!(report["failed"], false);
-    for mode in report["modes"].as_array().unwrap() {
-        let pulls = mode["pulls"].as_array().unwrap();
-        assert_eq!(pulls.len(), 2);
+    assert_eq!(
+        report["sync"], "metadata",
+        "store-core at podman's durability"
+    );
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 4);
+    let client = |i: usize| variants[i]["client"].as_str().unwrap().to_string();
+    assert!(client(0).starts_with("podman version 4."), "{}", client(0));
+    assert!(client(1).starts_with("podman version 5."), "{}", client(1));
+    assert!(client(2).starts_with("store-core"), "{}", client(2));
+    for v in variants {
+        let pulls = v["pulls"].as_array().unwrap();
+        assert_eq!(pulls.len(), 4, "2 pulls x 2 repetitions: {v}");
         assert!(pulls.iter().all(|p| p["duration_ns"].as_u64().unwrap() > 0));
+        assert_eq!(v["makespans_ns"].as_array().unwrap().len(), 2);
     }
+    // The chrooted podman's mounts lived in its own namespace: none is left on the host.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("podman-sid/rootfs"),
+        "mounts left behind: {mounts}"
+    );
+}
+
+#[test]
+fn compare_podman_names_the_missing_rootfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = lockbench(&[
+        "compare-podman",
+        "--variants",
+        "podman-staged",
+        "--podman-rootfs",
+        dir.path().to_str().unwrap(),
+        "--trace",
+        "off",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&result);
+    assert!(!result.status.success());
+    assert!(stderr.contains("has no /usr/bin/podman"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
 }

@@ -2,7 +2,7 @@ mod common;
 
 use common::{hold_summary, report, spread, two_stores};
 use locktrace_report::gate::{
-    Baseline, Budget, CheckKind, CmpOp, GateConfig, Verdict, evaluate, parse_budgets,
+    Baseline, Budget, CheckKind, CmpOp, GateConfig, Limit, Verdict, evaluate, parse_budgets,
     parse_duration,
 };
 use locktrace_report::{Metric, Mode, Report, Statistic};
@@ -51,23 +51,28 @@ fn parses_good_expressions() {
             Metric::Hold,
             Statistic::P99,
             CmpOp::Le,
-            50_000_000
+            Limit::Fixed(50_000_000)
         )
     );
     let b: Budget = "*.lock:wait:max<1s".parse().unwrap();
     assert_eq!(
         (b.lock.as_str(), b.op, b.limit),
-        ("*.lock", CmpOp::Lt, 1_000_000_000)
+        ("*.lock", CmpOp::Lt, Limit::Fixed(1_000_000_000))
     );
     let b: Budget = "images.lock:wait:count>=10".parse().unwrap();
     assert_eq!(
         (b.statistic, b.op, b.limit),
-        (Statistic::Count, CmpOp::Ge, 10)
+        (Statistic::Count, CmpOp::Ge, Limit::Fixed(10))
     );
     let b: Budget = " layers.lock:write:hold:p999 > 1.5µs ".parse().unwrap();
     assert_eq!(
         (b.mode, b.statistic, b.op, b.limit),
-        (Some(Mode::Write), Statistic::P999, CmpOp::Gt, 1_500)
+        (
+            Some(Mode::Write),
+            Statistic::P999,
+            CmpOp::Gt,
+            Limit::Fixed(1_500)
+        )
     );
     let b: Budget = "/var/lib/containers/storage/overlay-layers/layers.lock:read:wait:mean==12us"
         .parse()
@@ -78,7 +83,7 @@ fn parses_good_expressions() {
     );
     assert_eq!(
         (b.mode, b.op, b.limit),
-        (Some(Mode::Read), CmpOp::Eq, 12_000)
+        (Some(Mode::Read), CmpOp::Eq, Limit::Fixed(12_000))
     );
     // A ':' inside the lock pattern is kept when the part before the metric is not a mode.
     let b: Budget = "c:/x.lock:hold:total<=2s".parse().unwrap();
@@ -126,10 +131,10 @@ fn budgets_file_holds_expressions_and_structured_entries() {
     "#;
     let b = parse_budgets(text, "b.toml".as_ref()).unwrap();
     assert_eq!(b.len(), 2);
-    assert_eq!(b[0].limit, 50_000_000);
+    assert_eq!(b[0].limit, Limit::Fixed(50_000_000));
     assert_eq!(
         (b[1].mode, b[1].statistic, b[1].limit),
-        (Some(Mode::Read), Statistic::Count, 10)
+        (Some(Mode::Read), Statistic::Count, Limit::Fixed(10))
     );
 
     for (bad, needle) in [
@@ -462,4 +467,55 @@ fn corrupt_histogram_in_same_named_files_cannot_be_evaluated() {
         );
     }
     assert!(locktrace_report::compare::compare(&[("a", &r), ("b", &good)]).is_err());
+}
+
+#[test]
+fn relative_budgets_take_their_limit_from_the_reference() {
+    // The reference's layers.lock write hold p99 is about 10x this report's.
+    let reference = sample_report(10);
+    let current = sample_report(1);
+    let gate = |exprs: &[&str], reference: Option<&Report>| {
+        let config = GateConfig {
+            budgets: budgets(exprs),
+            reference,
+            ..GateConfig::default()
+        };
+        evaluate(&current, &config)
+    };
+    let pass = gate(&["layers.lock:write:hold:p99<=0.2x"], Some(&reference));
+    assert_eq!(pass.verdict, Verdict::Pass, "{}", pass.render_text());
+    let layers = reference.find("layers.lock").next().unwrap();
+    let base_p99 = Statistic::P99.of(&layers.modes[&Mode::Write].hold.summary);
+    assert_eq!(
+        pass.checks[0].limit(),
+        Some((0.2 * base_p99 as f64).round() as u64)
+    );
+    assert!(
+        pass.render_text().contains("0.2 x the reference's"),
+        "{}",
+        pass.render_text()
+    );
+    let fail = gate(&["layers.lock:write:hold:p99<=0.05x"], Some(&reference));
+    assert_eq!(fail.verdict, Verdict::Fail, "{}", fail.render_text());
+    // No reference, or none with that lock mode: the gate cannot be evaluated (exit 2).
+    let none = gate(&["layers.lock:write:hold:p99<=0.2x"], None);
+    assert_eq!((none.verdict, none.exit_code), (Verdict::Error, 2));
+    assert!(
+        none.render_text().contains("--relative-to"),
+        "{}",
+        none.render_text()
+    );
+    let layers_only = report(&[(
+        "overlay-layers/layers.lock",
+        Mode::Write,
+        Metric::Hold,
+        &spread(10, 1_000, 2_000),
+    )]);
+    let other = gate(&["images.lock:read:wait:p99<=1x"], Some(&layers_only));
+    assert_eq!(other.verdict, Verdict::Error, "{}", other.render_text());
+    assert!(
+        other.render_text().contains("reference report has no"),
+        "{}",
+        other.render_text()
+    );
 }

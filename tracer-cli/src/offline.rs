@@ -30,6 +30,10 @@ pub enum OfflineCommand {
         /// Allowed slowdown against the baseline, in percent.
         #[arg(long, value_name = "PCT", default_value = "10", value_parser = parse_percent, requires = "baseline")]
         tolerance: f64,
+        /// The report that relative budgets (`layers.lock:write:hold:p99<=0.2x`) take their limits
+        /// from: the same lock name, mode, metric and statistic there, times the factor.
+        #[arg(long, value_name = "REPORT")]
+        relative_to: Option<PathBuf>,
         /// Statistics over fewer samples than this are inconclusive instead of passing.
         #[arg(long, value_name = "N", default_value_t = 1)]
         min_samples: u64,
@@ -104,6 +108,7 @@ impl OfflineCommand {
                 budgets_file,
                 baseline,
                 tolerance,
+                relative_to,
                 min_samples,
                 fail_on_inversion,
                 format,
@@ -117,6 +122,7 @@ impl OfflineCommand {
                     parsed.extend(gate::load_budgets(file)?);
                 }
                 let base = baseline.as_deref().map(Report::read).transpose()?;
+                let reference = relative_to.as_deref().map(Report::read).transpose()?;
                 let config = GateConfig {
                     budgets: parsed,
                     baseline: base.as_ref().map(|report| Baseline {
@@ -125,6 +131,7 @@ impl OfflineCommand {
                     }),
                     min_samples,
                     fail_on_inversion,
+                    reference: reference.as_ref(),
                     ..GateConfig::default()
                 };
                 let result = gate::evaluate(&current, &config);

@@ -16,16 +16,24 @@ use crate::{debian, setup};
 /// The first podman release with staged layer creation.
 const MIN_VERSION: (u32, u32) = (5, 8);
 const SUITE: &str = "sid";
-const APT_PACKAGES: &[(&str, &str)] = &[(
-    "debootstrap",
-    "builds the Debian sid rootfs that carries podman >= 5.8",
-)];
+const APT_PACKAGES: &[(&str, &str)] = &[
+    (
+        "debootstrap",
+        "builds the Debian sid rootfs that carries podman >= 5.8",
+    ),
+    (
+        "podman",
+        "the host's podman (4.3 on Debian 12): compare-podman's podman-old",
+    ),
+];
 
 /// Builds the rootfs under `target/podman-sid` unless a complete one is there (`refresh` rebuilds).
 pub fn setup_podman(target: &Path, refresh: bool) -> Result<()> {
     let base = target.join("podman-sid");
     let dir = base.join("rootfs");
     let version_file = base.join("podman-version");
+    // Also when the rootfs is cached: podman-old is the host's podman.
+    setup::apt_packages("setup-podman", APT_PACKAGES)?;
     if !refresh && let Ok(version) = fs::read_to_string(&version_file) {
         let version = version.trim().to_owned();
         check_version(&version)?;
@@ -35,7 +43,6 @@ pub fn setup_podman(target: &Path, refresh: bool) -> Result<()> {
         );
         return Ok(());
     }
-    setup::apt_packages("setup-podman", APT_PACKAGES)?;
     let mirror = debian::mirror()?;
     let staging = base.join("rootfs.new");
     remove_tree(&staging)?;

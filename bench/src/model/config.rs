@@ -7,6 +7,7 @@ use store_core::{ExtractMode, SyncLevel};
 
 use crate::imagegen::GenSpec;
 use crate::model::mode::{BenchMode, TraceMode};
+use crate::model::podman::Variant;
 
 /// Default for how long workers get to open their store and print `ready`: normally well under a
 /// second, so only a stuck worker (e.g. its store locked by another process) hits it. A worker in an
@@ -41,8 +42,20 @@ pub struct RunConfig {
 pub struct PodmanConfig {
     pub pulls: usize,
     pub images: GenSpec,
+    /// In this order; each runs `repeat` times, rotated.
+    pub variants: Vec<Variant>,
+    pub repeat: usize,
+    /// Also a store per pull for each variant, besides the shared store.
+    pub isolated: bool,
+    /// podman's storage driver, both podmans.
     pub driver: String,
+    /// The host's podman (podman-old).
     pub podman: String,
+    /// The rootfs whose `/usr/bin/podman` is podman-staged.
+    pub rootfs: Option<PathBuf>,
+    /// store-core's sync level: `metadata` is what podman does by default.
+    pub sync: SyncLevel,
+    pub max_layer_size: u64,
     pub trace: TraceMode,
     pub out: PathBuf,
     pub quiet: bool,

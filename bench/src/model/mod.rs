@@ -11,7 +11,7 @@ pub mod samples;
 pub use config::{PodmanConfig, PullConfig, READY_TIMEOUT, RunConfig};
 pub use locks::{LAYERS_LOCK, LockStats, lock_name, lock_stats};
 pub use mode::{BenchMode, TraceMode};
-pub use podman::{PODMAN_SCHEMA, PodmanMode, PodmanReport};
+pub use podman::{PODMAN_SCHEMA, PodmanReport, Variant, VariantResult};
 pub use report::{
     BenchReport, ImageFigures, Latency, ModeResult, Params, Phase, PullResult, ReaderFigures,
     SCHEMA, Source, Target, kernel_release, percentile, sources,

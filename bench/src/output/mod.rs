@@ -70,9 +70,18 @@ pub fn print_run(report: &BenchReport, table: &Table, out: &Path) {
 pub fn podman(report: &PodmanReport, out: &Path) -> Result<()> {
     let path: PathBuf = out.join("podman-report.json");
     write_json(report, &path, "the podman report")?;
+    for v in &report.variants {
+        if let Some(kernel) = &v.kernel_report {
+            // A plain locktrace report per variant, for `locktrace compare|gate|plot`.
+            let path = out.join(format!("{}.kernel.json", v.label()));
+            write_json(kernel, &path, "a variant's kernel report")?;
+        }
+    }
     println!("{}", table::podman(report).to_text());
-    for note in report.modes.iter().filter_map(|m| m.kernel_note.as_deref()) {
-        println!("note: {note}");
+    for v in &report.variants {
+        if let Some(note) = &v.kernel_note {
+            println!("note: {}: {note}", v.label());
+        }
     }
     for f in &report.failures {
         eprintln!("lockbench: failed: {f}");

@@ -4,7 +4,7 @@ use locktrace_report::markup::escape;
 use locktrace_report::{Metric, Mode, human_duration};
 
 use crate::model::{
-    BenchReport, LAYERS_LOCK, LockStats, ModeResult, Phase, PodmanMode, PodmanReport, Source,
+    BenchReport, LAYERS_LOCK, LockStats, ModeResult, Phase, PodmanReport, Source, VariantResult,
     lock_stats,
 };
 
@@ -108,35 +108,49 @@ pub fn build(report: &BenchReport) -> Table {
     }
 }
 
-/// `compare-podman`'s table: the shared store next to a store each.
+/// `compare-podman`'s table: a column per variant (and store layout).
 pub fn podman(report: &PodmanReport) -> Table {
-    let modes = &report.modes;
+    let cells = &report.variants;
     let mut rows = Vec::new();
-    let mut row = |label: &str, source: &'static str, f: &dyn Fn(&PodmanMode) -> String| {
+    let mut row = |label: &str, source: &'static str, f: &dyn Fn(&VariantResult) -> String| {
         rows.push(Row {
             label: label.to_string(),
             source,
-            cells: modes.iter().map(f).collect(),
+            cells: cells.iter().map(f).collect(),
         });
     };
-    row("makespan", "parent", &|m| human_duration(m.makespan_ns));
-    row("pull time p50", "parent", &|m| {
-        human_duration(m.pull_time.p50_ns)
+    row("client", "", &|v| {
+        v.client
+            .trim_start_matches("podman version ")
+            .trim_start_matches("store-core ")
+            .to_string()
     });
-    row("pull time max", "parent", &|m| {
-        human_duration(m.pull_time.max_ns)
+    row("makespan (median)", "parent", &|v| {
+        human_duration(v.makespan_ns)
     });
-    row("throughput MB/s", "parent", &|m| {
-        format!("{:.1}", m.throughput_mb_s)
+    row("pull time p50", "parent", &|v| {
+        human_duration(v.pull_time.p50_ns)
+    });
+    row("pull time max", "parent", &|v| {
+        human_duration(v.pull_time.max_ns)
+    });
+    row("throughput MB/s", "parent", &|v| {
+        format!("{:.1}", v.throughput_mb_s)
     });
     let kernel = |mode: Mode, metric: Metric, pick: fn(&LockStats) -> u64| {
-        move |m: &PodmanMode| {
-            m.kernel_report
+        move |v: &VariantResult| {
+            v.kernel_report
                 .as_ref()
                 .and_then(|r| lock_stats(r, LAYERS_LOCK, mode, metric))
                 .map_or_else(|| "-".to_string(), |s| human_duration(pick(&s)))
         }
     };
+    row("layers.lock W holds", "kernel", &|v: &VariantResult| {
+        v.kernel_report
+            .as_ref()
+            .and_then(|r| lock_stats(r, LAYERS_LOCK, Mode::Write, Metric::Hold))
+            .map_or_else(|| "-".to_string(), |s| s.count.to_string())
+    });
     row(
         "layers.lock W hold p50",
         "kernel",
@@ -148,19 +162,24 @@ pub fn podman(report: &PodmanReport) -> Table {
         &kernel(Mode::Write, Metric::Hold, |s| s.p99),
     );
     row(
+        "layers.lock W hold max",
+        "kernel",
+        &kernel(Mode::Write, Metric::Hold, |s| s.max),
+    );
+    row(
         "layers.lock W wait p99",
         "kernel",
         &kernel(Mode::Write, Metric::Wait, |s| s.p99),
     );
-    row("failures", "", &|m| {
-        m.pulls
+    row("failures", "", &|v| {
+        v.pulls
             .iter()
             .filter(|p| p.error.is_some())
             .count()
             .to_string()
     });
     Table {
-        modes: modes.iter().map(|m| format!("podman {}", m.mode)).collect(),
+        modes: cells.iter().map(VariantResult::label).collect(),
         rows,
     }
 }

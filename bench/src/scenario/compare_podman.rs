@@ -1,123 +1,276 @@
-//! `lockbench compare-podman`: the same parallel pulls done by real podman (containers/storage),
-//! into one shared store and into a store each, as a reality check for the store-core demo.
-//! podman reports no lock timings of its own, so lock figures come only from locktrace (kernel).
+//! `lockbench compare-podman`: the same parallel pulls done by podman before staged layer creation
+//! (the host's), by podman with it (>= 5.8, from a Debian sid rootfs), and by store-core locked and
+//! staged, in one run on the same images, interleaved across repetitions so drift hits all alike.
+//! podman reports no lock timings of its own, so lock figures come only from locktrace (kernel),
+//! for every variant alike.
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use locktrace_report::{Report, human_duration};
+use locktrace_report::{Report, ReportMeta, Source, human_duration};
+use store_core::ExtractMode;
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::imagegen::GenSet;
-use crate::model::{Latency, PODMAN_SCHEMA, PodmanConfig, PodmanMode, PodmanReport, TraceMode};
+use crate::model::{
+    Latency, PODMAN_SCHEMA, PodmanConfig, PodmanReport, PullResult, TraceMode, Variant,
+    VariantResult,
+};
 use crate::output;
 use crate::prepare;
 use crate::supervise::MODE_TIMEOUT;
-use crate::supervise::podman::{self as pulls, PodmanCommand};
+use crate::supervise::chroot::RootFs;
+use crate::supervise::podman::{self as pulls, Client, ROOTFS_PODMAN};
 use crate::text::one_line;
-use crate::trace::{Session, Tracer, only_under};
+use crate::trace::{Session, Tracer, by_store_name, combine};
 
-/// Runs both modes; false when a pull failed (the report is written either way).
+/// The first podman release with staged layer creation (containers/storage PR #378, backported).
+const STAGED_PODMAN: (u32, u32) = (5, 8);
+
+/// One variant in one store layout, over all repetitions.
+struct Cell {
+    variant: Variant,
+    layout: &'static str,
+    client: Client,
+    version: String,
+    makespans: Vec<u64>,
+    pulls: Vec<PullResult>,
+    bytes: u64,
+    kernel: Vec<Report>,
+    kernel_note: Option<String>,
+}
+
+/// Runs every variant `repeat` times; false when a pull failed (the report is written either way).
 pub fn run(cfg: &PodmanConfig) -> Result<bool> {
-    let podman = which::which(&cfg.podman).with_context(|| {
-        format!(
-            "{} not found; compare-podman needs podman (e.g. apt-get install podman)",
-            cfg.podman
-        )
-    })?;
-    let version = Command::new(&podman)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", podman.display()))?;
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-    let tracer = Tracer::detect(cfg.trace)?;
     let out = prepare::out_dir(&cfg.out)?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("resolving {}", out.display()))?;
+    let mut cells = Vec::new();
+    for &variant in &cfg.variants {
+        let client = client(cfg, variant)?;
+        let version = client
+            .version(&out)
+            .map_err(|e| Error::Invalid(format!("{variant}: {e}")))?;
+        if variant == Variant::PodmanStaged {
+            check_staged(&version)?;
+        }
+        for layout in layouts(cfg) {
+            cells.push(Cell {
+                variant,
+                layout,
+                client: client.clone(),
+                version: version.clone(),
+                makespans: Vec::new(),
+                pulls: Vec::new(),
+                bytes: 0,
+                kernel: Vec::new(),
+                kernel_note: None,
+            });
+        }
+    }
+    let tracer = Tracer::detect(cfg.trace)?;
     let (set, _) = prepare::images(&out.join("images"), &cfg.images, cfg.quiet)?;
     prepare::warm_page_cache(&set)?;
 
-    let mut modes = Vec::new();
     let mut failures = Vec::new();
-    for shared in [true, false] {
-        let (mode, mut errs) = run_mode(cfg, &podman, &out, shared, &set, tracer.as_ref())?;
-        if !cfg.quiet {
-            eprintln!(
-                "podman {}: makespan {}",
-                mode.mode,
-                human_duration(mode.makespan_ns)
-            );
+    for repeat in 0..cfg.repeat {
+        // Rotated each repetition: no variant always runs first (cold) or right after another.
+        let n = cells.len();
+        for i in 0..n {
+            let cell = &mut cells[(i + repeat) % n];
+            let errs = run_cell(cfg, &out, cell, repeat, &set, tracer.as_ref())?;
+            if !cfg.quiet {
+                eprintln!(
+                    "{} {} #{}: makespan {}",
+                    cell.variant,
+                    cell.layout,
+                    repeat + 1,
+                    human_duration(*cell.makespans.last().unwrap_or(&0))
+                );
+            }
+            failures.extend(errs);
         }
-        failures.extend(errs.drain(..).map(|e| format!("{}: {e}", mode.mode)));
-        modes.push(mode);
     }
+    let variants = cells
+        .into_iter()
+        .map(|c| finish(c, cfg))
+        .collect::<Result<Vec<_>>>()?;
     let report = PodmanReport {
         schema: PODMAN_SCHEMA,
-        podman_version: version,
         driver: cfg.driver.clone(),
+        sync: cfg.sync.to_string(),
+        repeat: cfg.repeat,
         command: cfg.command.clone(),
         failed: !failures.is_empty(),
         failures,
-        modes,
+        variants,
     };
     output::podman(&report, &out)?;
     Ok(!report.failed)
 }
 
-fn run_mode(
+fn layouts(cfg: &PodmanConfig) -> Vec<&'static str> {
+    if cfg.isolated {
+        vec!["shared", "isolated"]
+    } else {
+        vec!["shared"]
+    }
+}
+
+/// The client of `variant`, checked to be there.
+fn client(cfg: &PodmanConfig, variant: Variant) -> Result<Client> {
+    match variant {
+        Variant::PodmanOld => {
+            let bin = which::which(&cfg.podman).map_err(|_| {
+                Error::Invalid(format!(
+                    "{} not found; podman-old is the host's podman (e.g. apt-get install podman)",
+                    cfg.podman
+                ))
+            })?;
+            Ok(Client::Podman {
+                bin,
+                rootfs: None,
+                driver: cfg.driver.clone(),
+            })
+        }
+        Variant::PodmanStaged => {
+            let root = cfg.rootfs.as_ref().ok_or_else(|| {
+                Error::Invalid(
+                    "podman-staged needs a rootfs with podman >= 5.8: run `cargo xtask \
+                     setup-podman` or pass --podman-rootfs"
+                        .into(),
+                )
+            })?;
+            let rootfs = RootFs::open(root, ROOTFS_PODMAN)
+                .map_err(|e| Error::Invalid(format!("podman-staged: {e}")))?;
+            Ok(Client::Podman {
+                bin: PathBuf::from(ROOTFS_PODMAN),
+                rootfs: Some(rootfs),
+                driver: cfg.driver.clone(),
+            })
+        }
+        Variant::StoreLocked | Variant::StoreStaged => Ok(Client::Store {
+            exe: std::env::current_exe().context("finding lockbench's own executable")?,
+            mode: if variant == Variant::StoreLocked {
+                ExtractMode::Locked
+            } else {
+                ExtractMode::Staged
+            },
+            sync: cfg.sync,
+            max_layer_size: cfg.max_layer_size,
+        }),
+    }
+}
+
+/// Refuses a podman without staged layer creation for the podman-staged variant.
+fn check_staged(version: &str) -> Result<()> {
+    let number = version.rsplit(' ').next().unwrap_or(version);
+    let mut parts = number.split(['.', '-', '+', '~']);
+    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (next(), next()) {
+        (Some(major), Some(minor)) if (major, minor) >= STAGED_PODMAN => Ok(()),
+        (Some(_), Some(_)) => Err(Error::Invalid(format!(
+            "podman-staged: {version} has no staged layer creation (needs {}.{} or newer; \
+             `cargo xtask setup-podman --refresh`)",
+            STAGED_PODMAN.0, STAGED_PODMAN.1
+        ))),
+        _ => Err(Error::Invalid(format!(
+            "podman-staged: cannot read the version in {version:?}"
+        ))),
+    }
+}
+
+/// One repetition of one cell: the pulls in parallel, traced; the errors of failed pulls.
+fn run_cell(
     cfg: &PodmanConfig,
-    podman: &Path,
     out: &Path,
-    shared: bool,
+    cell: &mut Cell,
+    repeat: usize,
     set: &GenSet,
     tracer: Option<&Tracer>,
-) -> Result<(PodmanMode, Vec<String>)> {
-    let name = if shared { "shared" } else { "isolated" };
-    let base = out.join("podman").join(name);
+) -> Result<Vec<String>> {
+    let base = out
+        .join("podman")
+        .join(cell.variant.to_string())
+        .join(cell.layout);
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let mut kernel_note = tracer.is_none().then(|| cfg.trace.skip_note());
-    let session = start_trace(cfg, tracer, &base, &mut kernel_note)?;
-    let command = PodmanCommand {
-        podman,
-        driver: &cfg.driver,
-        base: &base,
-    };
+    if tracer.is_none() {
+        cell.kernel_note = Some(cfg.trace.skip_note());
+    }
+    let session = start_trace(cfg, tracer, &base, &mut cell.kernel_note)?;
+    let shared = cell.layout == "shared";
+    let stores: Vec<String> = (0..cfg.pulls)
+        .map(|i| {
+            if shared {
+                "store".to_string()
+            } else {
+                format!("store-{i}")
+            }
+        })
+        .collect();
     let started = Instant::now();
     let mut running = Vec::new();
     for (i, image) in set.images.iter().take(cfg.pulls).enumerate() {
-        let store = if shared {
-            "store".to_string()
-        } else {
-            format!("store-{i}")
-        };
-        running.push(command.spawn(format!("pull-{i}"), &store, image)?);
+        let label = format!("{} pull-{i}", cell.variant);
+        match cell.client.spawn(out, &base, label, &stores[i], image) {
+            Ok(p) => running.push(p),
+            Err(e) => {
+                // Those already started are waited for (and killed at the timeout) below.
+                pulls::wait_all(&mut running, started, MODE_TIMEOUT)?;
+                return Err(e);
+            }
+        }
     }
     pulls::wait_all(&mut running, started, MODE_TIMEOUT)?;
-    let makespan = started.elapsed();
-    let kernel_report = stop_trace(session, &base, &mut kernel_note);
-    let (results, errors) = pulls::collect(running);
-    let bytes: u64 = results.iter().map(|r| r.bytes).sum();
-    // The stores are large and not looked at again.
-    let stores =
-        std::iter::once("store".to_string()).chain((0..cfg.pulls).map(|i| format!("store-{i}")));
-    for store in stores {
-        let _ = fs::remove_dir_all(base.join(&store));
-        let _ = fs::remove_dir_all(pulls::runroot(&store));
+    cell.makespans.push(started.elapsed().as_nanos() as u64);
+    let roots: Vec<PathBuf> = stores.iter().map(|s| base.join(s)).collect();
+    if let Some(report) = stop_trace(session, &roots, &mut cell.kernel_note) {
+        cell.kernel.push(report);
     }
-    let times: Vec<u64> = results.iter().filter_map(|r| r.duration_ns).collect();
-    Ok((
-        PodmanMode {
-            mode: name,
-            makespan_ns: makespan.as_nanos() as u64,
-            pull_time: Latency::of(&times),
-            throughput_mb_s: bytes as f64 / 1e6 / makespan.as_secs_f64().max(1e-9),
-            pulls: results,
-            kernel_report,
-            kernel_note,
-        },
-        errors,
-    ))
+    let (mut results, errors) = pulls::collect(running);
+    for r in &mut results {
+        r.repeat = repeat;
+    }
+    cell.bytes += results.iter().map(|r| r.bytes).sum::<u64>();
+    cell.pulls.extend(results);
+    // The stores are large and not looked at again.
+    for store in &stores {
+        let _ = fs::remove_dir_all(base.join(store));
+        if let Some(runroot) = cell.client.host_runroot(store) {
+            let _ = fs::remove_dir_all(runroot);
+        }
+    }
+    Ok(errors)
+}
+
+/// The cell's figures over all repetitions.
+fn finish(cell: Cell, cfg: &PodmanConfig) -> Result<VariantResult> {
+    let times: Vec<u64> = cell.pulls.iter().filter_map(|p| p.duration_ns).collect();
+    let total_ns: u64 = cell.makespans.iter().sum();
+    let mut meta = ReportMeta::new("lockbench", Source::Kernel);
+    meta.command = cfg.command.clone();
+    meta.labels = [
+        ("variant".to_string(), cell.variant.to_string()),
+        ("layout".to_string(), cell.layout.to_string()),
+        ("client".to_string(), cell.version.clone()),
+    ]
+    .into();
+    let kernel_report = combine(&cell.kernel, &meta).context("adding up the kernel reports")?;
+    Ok(VariantResult {
+        variant: cell.variant,
+        layout: cell.layout,
+        client: cell.version,
+        makespan_ns: Latency::of(&cell.makespans).p50_ns,
+        makespans_ns: cell.makespans,
+        pull_time: Latency::of(&times),
+        throughput_mb_s: cell.bytes as f64 / 1e6 / (total_ns as f64 / 1e9).max(1e-9),
+        pulls: cell.pulls,
+        kernel_report,
+        kernel_note: cell.kernel_note,
+    })
 }
 
 /// Starts `locktrace record` into `base`; with `--trace auto` a tracer that fails to start becomes
@@ -144,18 +297,42 @@ fn start_trace(
     }
 }
 
-/// Stops the tracer and keeps only this mode's locks; a trace that cannot be read becomes a note.
+/// Stops the tracer and keeps only this cell's stores' locks, named relative to their store; a
+/// trace that cannot be read becomes a note.
 fn stop_trace(
     session: Option<Session>,
-    base: &Path,
+    roots: &[PathBuf],
     kernel_note: &mut Option<String>,
 ) -> Option<Report> {
-    match session.map(|s| s.stop()) {
+    let report = session.map(|s| s.stop().and_then(|r| by_store_name(r, roots)));
+    match report {
         None => None,
-        Some(Ok(r)) => Some(only_under(r, base)),
+        Some(Ok(r)) => Some(r),
         Some(Err(e)) => {
             *kernel_note = Some(format!("kernel trace unavailable: {}", one_line(&e)));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_podman_5_8_and_newer_counts_as_staged() {
+        assert!(check_staged("podman version 5.8.6").is_ok());
+        assert!(check_staged("podman version 6.0.0~rc1").is_ok());
+        let old = check_staged("podman version 4.3.1")
+            .unwrap_err()
+            .to_string();
+        assert!(old.contains("no staged layer creation"), "{old}");
+        assert!(check_staged("podman version 5.7.9").is_err());
+        assert!(
+            check_staged("podman")
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
     }
 }

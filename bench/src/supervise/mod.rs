@@ -2,6 +2,7 @@
 //! ready, started together with `go`, waited for with timeouts, and readers stopped with `stop`.
 //! A worker that hangs or dies becomes one failure naming it and its image; the others go on.
 
+pub mod chroot;
 pub mod overhead;
 pub mod podman;
 

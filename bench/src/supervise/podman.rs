@@ -1,17 +1,21 @@
-//! `podman pull` processes of `compare-podman`: started per image into a shared store or a store
-//! each, timed by the parent (podman reports no timings), killed at the mode timeout.
+//! The pull processes of `compare-podman`: `podman pull` (the host's, or one run from a rootfs) or
+//! `lockbench pull` (store-core), started per image into a shared store or a store each, timed by
+//! the parent (podman reports no timings), killed at the mode timeout.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{Context, Result};
+use store_core::{ExtractMode, SyncLevel};
+
+use crate::error::{Context, Error, Result};
 use crate::imagegen::ImageInfo;
 use crate::model::PullResult;
+use crate::supervise::chroot::RootFs;
 use crate::text::log_tail;
 
-/// A running (then finished) `podman pull`.
+/// A running (then finished) pull.
 pub struct Pull<'a> {
     pub label: String,
     pub image: &'a ImageInfo,
@@ -22,37 +26,113 @@ pub struct Pull<'a> {
     pub timed_out: bool,
 }
 
-/// The options of one `podman pull` run.
-pub struct PodmanCommand<'a> {
-    pub podman: &'a Path,
-    pub driver: &'a str,
-    /// The mode's directory: stores and logs.
-    pub base: &'a Path,
+/// What runs a pull.
+#[derive(Clone)]
+pub enum Client {
+    /// podman: `bin` on the host, or the rootfs's `/usr/bin/podman` chrooted.
+    Podman {
+        bin: PathBuf,
+        rootfs: Option<RootFs>,
+        driver: String,
+    },
+    /// `lockbench pull` (this executable): store-core.
+    Store {
+        exe: PathBuf,
+        mode: ExtractMode,
+        sync: SyncLevel,
+        max_layer_size: u64,
+    },
 }
 
-impl PodmanCommand<'_> {
-    /// Starts `podman pull` of `image` into the store `base/<store>`, stderr into
-    /// `base/<label>.stderr`.
-    pub fn spawn<'i>(&self, label: String, store: &str, image: &'i ImageInfo) -> Result<Pull<'i>> {
-        let stderr = self.base.join(format!("{label}.stderr"));
-        let child = Command::new(self.podman)
-            .arg("--root")
-            .arg(self.base.join(store))
-            .arg("--runroot")
-            .arg(runroot(store))
-            .args(["--storage-driver", self.driver, "--events-backend", "none"])
-            .args(["pull", "--quiet"])
-            // podman names the image after the layout path, which must be lowercase: a relative
-            // path from the images directory gives `localhost/img-00`.
-            .arg(format!("oci:{}:{}", image.name, image.tag))
-            .current_dir(image.dir.parent().unwrap_or(&image.dir))
+/// Where the rootfs's podman is, inside it.
+pub const ROOTFS_PODMAN: &str = "/usr/bin/podman";
+
+impl Client {
+    /// A command running `program` of this client: chrooted for a rootfs's podman, with `shared`
+    /// (holding stores and images) seen at the same path, in `cwd`.
+    fn command(&self, shared: &Path, cwd: &Path) -> Result<Command> {
+        let mut cmd = match self {
+            Client::Podman {
+                rootfs: Some(rootfs),
+                ..
+            } => rootfs.command(ROOTFS_PODMAN, shared, cwd)?,
+            Client::Podman { bin, .. } => Command::new(bin),
+            Client::Store { exe, .. } => Command::new(exe),
+        };
+        cmd.current_dir(cwd);
+        Ok(cmd)
+    }
+
+    /// `podman version 5.8.6`, `store-core (lockbench 0.1.0)`.
+    pub fn version(&self, shared: &Path) -> Result<String> {
+        if let Client::Store { .. } = self {
+            return Ok(format!(
+                "store-core (lockbench {})",
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        let out = self
+            .command(shared, shared)?
+            .arg("--version")
+            .output()
+            .context("running podman --version")?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || version.is_empty() {
+            return Err(Error::Invalid(format!(
+                "podman --version failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(version)
+    }
+
+    /// Starts a pull of `image` into the store `base/<store>`, stderr into `base/<label>.stderr`.
+    /// `shared` holds `base` and the images.
+    pub fn spawn<'i>(
+        &self,
+        shared: &Path,
+        base: &Path,
+        label: String,
+        store: &str,
+        image: &'i ImageInfo,
+    ) -> Result<Pull<'i>> {
+        let stderr = base.join(format!("{label}.stderr"));
+        let images = image.dir.parent().unwrap_or(&image.dir);
+        let mut cmd = self.command(shared, images)?;
+        match self {
+            Client::Podman { driver, .. } => {
+                cmd.arg("--root")
+                    .arg(base.join(store))
+                    .arg("--runroot")
+                    .arg(runroot(store))
+                    .args(["--storage-driver", driver, "--events-backend", "none"])
+                    .args(["pull", "--quiet"])
+                    // podman names the image after the layout path, which must be lowercase: a
+                    // relative path from the images directory gives `localhost/img-00`.
+                    .arg(format!("oci:{}:{}", image.name, image.tag));
+            }
+            Client::Store {
+                mode,
+                sync,
+                max_layer_size,
+                ..
+            } => {
+                cmd.args(["pull", "--store"])
+                    .arg(base.join(store))
+                    .args(["--mode", &mode.to_string(), "--sync", &sync.to_string()])
+                    .args(["--max-layer-size", &max_layer_size.to_string()])
+                    .arg(format!("{}:{}", image.name, image.tag));
+            }
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
                 File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?,
             )
             .spawn()
-            .with_context(|| format!("starting {}", self.podman.display()))?;
+            .with_context(|| format!("starting {label}"))?;
         Ok(Pull {
             label,
             image,
@@ -62,11 +142,23 @@ impl PodmanCommand<'_> {
             timed_out: false,
         })
     }
+
+    /// The runroot of `store` as seen from the host (inside the rootfs for a chrooted podman).
+    pub fn host_runroot(&self, store: &str) -> Option<PathBuf> {
+        match self {
+            Client::Podman {
+                rootfs: Some(rootfs),
+                ..
+            } => Some(rootfs.inside(&runroot(store))),
+            Client::Podman { .. } => Some(runroot(store)),
+            Client::Store { .. } => None,
+        }
+    }
 }
 
 /// podman caps the runroot path at 50 characters, so it lives in a short temp dir.
-pub fn runroot(store: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lockbench-{}-{store}", std::process::id()))
+fn runroot(store: &str) -> PathBuf {
+    Path::new("/tmp").join(format!("lockbench-{}-{store}", std::process::id()))
 }
 
 /// Waits for every pull; those still running `timeout` after `started` are killed.
@@ -74,16 +166,14 @@ pub fn wait_all(pulls: &mut [Pull], started: Instant, timeout: Duration) -> Resu
     while pulls.iter().any(|p| p.took.is_none()) {
         for p in pulls.iter_mut().filter(|p| p.took.is_none()) {
             let waited = p.child.try_wait();
-            if let Some(status) =
-                waited.with_context(|| format!("waiting for podman {}", p.label))?
-            {
+            if let Some(status) = waited.with_context(|| format!("waiting for {}", p.label))? {
                 p.took = Some((started.elapsed(), status));
             } else if started.elapsed() > timeout {
                 let _ = p.child.kill();
                 let status = p
                     .child
                     .wait()
-                    .with_context(|| format!("waiting for podman {}", p.label))?;
+                    .with_context(|| format!("waiting for {}", p.label))?;
                 p.took = Some((started.elapsed(), status));
                 p.timed_out = true;
             }
@@ -101,7 +191,7 @@ pub fn collect(pulls: Vec<Pull>) -> (Vec<PullResult>, Vec<String>) {
         let (took, status) = p.took.expect("every pull was waited for");
         let error = if p.timed_out {
             Some(format!(
-                "podman {} ({}) timed out after {}s and was killed",
+                "{} ({}) timed out after {}s and was killed",
                 p.label,
                 p.image.name,
                 took.as_secs()
@@ -109,7 +199,7 @@ pub fn collect(pulls: Vec<Pull>) -> (Vec<PullResult>, Vec<String>) {
         } else {
             (!status.success()).then(|| {
                 format!(
-                    "podman {} ({}): exited with {status}{}",
+                    "{} ({}): exited with {status}{}",
                     p.label,
                     p.image.name,
                     log_tail(&p.stderr)
@@ -177,7 +267,7 @@ mod tests {
         let (results, errors) = collect(pulls);
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(
-            errors[0].starts_with("podman pull-1 (img-01) timed out after"),
+            errors[0].starts_with("pull-1 (img-01) timed out after"),
             "{errors:#?}"
         );
         assert!(

@@ -50,9 +50,20 @@ impl CmpOp {
     }
 }
 
-/// One budget: `LOCK[:MODE]:METRIC:STAT OP VALUE`, e.g. `layers.lock:write:hold:p99<=50ms`.
-/// Without a mode it applies to every mode of every matching lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A budget's value: fixed, or a multiple of the same statistic in a reference report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// Nanoseconds for durations, a plain number for `count`.
+    Fixed(u64),
+    /// `0.2x`: this times the reference report's value for the same lock name, mode, metric and
+    /// statistic (e.g. "at most a fifth of podman 4.3's p99").
+    Relative(f64),
+}
+
+/// One budget: `LOCK[:MODE]:METRIC:STAT OP VALUE`, e.g. `layers.lock:write:hold:p99<=50ms`, or
+/// relative to a reference report, `layers.lock:write:hold:p99<=0.2x`. Without a mode it applies
+/// to every mode of every matching lock.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
     /// The expression as written, used to name the budget in every verdict.
     pub expr: String,
@@ -61,8 +72,7 @@ pub struct Budget {
     pub metric: Metric,
     pub statistic: Statistic,
     pub op: CmpOp,
-    /// Nanoseconds for durations, a plain number for `count`.
-    pub limit: u64,
+    pub limit: Limit,
 }
 
 impl FromStr for Budget {
@@ -114,14 +124,23 @@ impl FromStr for Budget {
         if lock.is_empty() {
             return Err(err("empty lock pattern".into()));
         }
-        let limit = if statistic.is_duration() {
-            parse_duration(right).map_err(err)?
+        let limit = if let Some(factor) = right.strip_suffix('x') {
+            match factor.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() && f > 0.0 => Limit::Relative(f),
+                _ => {
+                    return Err(err(format!(
+                        "a relative limit is a positive factor and x, e.g. 0.2x; got {right:?}"
+                    )));
+                }
+            }
+        } else if statistic.is_duration() {
+            Limit::Fixed(parse_duration(right).map_err(err)?)
         } else {
-            right.parse::<u64>().map_err(|_| {
+            Limit::Fixed(right.parse::<u64>().map_err(|_| {
                 err(format!(
                     "count limit must be a whole number without unit, got {right:?}"
                 ))
-            })?
+            })?)
         };
         Ok(Budget {
             expr: text.to_string(),
@@ -243,6 +262,22 @@ fn entry_expr(entry: BudgetEntry) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_factor_with_x_is_a_limit_relative_to_the_reference() {
+        let b: Budget = "layers.lock:write:hold:p99<=0.2x".parse().unwrap();
+        assert_eq!(b.limit, Limit::Relative(0.2));
+        let b: Budget = "layers.lock:hold:count >= 1x".parse().unwrap();
+        assert_eq!(b.limit, Limit::Relative(1.0));
+        for bad in [
+            "layers.lock:hold:p99<=0x",
+            "layers.lock:hold:p99<=-1x",
+            "layers.lock:hold:p99<=x",
+        ] {
+            let err = bad.parse::<Budget>().unwrap_err().to_string();
+            assert!(err.contains("positive factor"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn a_budgets_file_is_read_only_up_to_its_cap() {

@@ -68,7 +68,8 @@ pub enum Subject {
         mode: Option<Mode>,
         metric: Metric,
         statistic: Statistic,
-        limit: u64,
+        /// `None` for a relative budget, whose limit comes from a reference it could not use.
+        limit: Option<u64>,
     },
     /// One statistic of one lock name and mode against the baseline's.
     Regression {
@@ -186,7 +187,8 @@ impl Check {
 
     pub fn limit(&self) -> Option<u64> {
         match self.subject {
-            Subject::Budget { limit, .. } | Subject::UnmeasuredBudget { limit, .. } => Some(limit),
+            Subject::Budget { limit, .. } => Some(limit),
+            Subject::UnmeasuredBudget { limit, .. } => limit,
             Subject::Regression { limit, .. } => limit,
             _ => None,
         }

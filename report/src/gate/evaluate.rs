@@ -4,7 +4,7 @@ use crate::lock_order::describe_cycle;
 use crate::merge::{NamedLock, by_name};
 use crate::model::{Metric, Mode, Report, Statistic, Summary};
 
-use super::budget::Budget;
+use super::budget::{Budget, Limit};
 use super::check::{Check, CheckKind, GateResult, LockMode, Subject, Verdict};
 
 /// A baseline report and how much worse (percent) a statistic may get before it counts as a regression.
@@ -24,6 +24,8 @@ pub struct GateConfig<'a> {
     pub regression_stats: Vec<Statistic>,
     /// Fail on any cycle in the report's lock order (a potential deadlock).
     pub fail_on_inversion: bool,
+    /// The report relative budgets (`0.2x`) take their limits from.
+    pub reference: Option<&'a Report>,
 }
 
 impl Default for GateConfig<'_> {
@@ -34,6 +36,7 @@ impl Default for GateConfig<'_> {
             min_samples: 1,
             regression_stats: vec![Statistic::P50, Statistic::P99],
             fail_on_inversion: false,
+            reference: None,
         }
     }
 }
@@ -42,7 +45,7 @@ impl Default for GateConfig<'_> {
 pub fn evaluate(report: &Report, config: &GateConfig) -> GateResult {
     let mut checks = Vec::new();
     for budget in &config.budgets {
-        check_budget(report, budget, config.min_samples, &mut checks);
+        check_budget(report, budget, config, &mut checks);
     }
     if let Some(baseline) = &config.baseline {
         check_regressions(report, baseline, config, &mut checks);
@@ -141,7 +144,8 @@ fn check_lock_order(report: &Report, out: &mut Vec<Check>) {
     }
 }
 
-fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Vec<Check>) {
+fn check_budget(report: &Report, budget: &Budget, config: &GateConfig, out: &mut Vec<Check>) {
+    let min_samples = config.min_samples;
     let unmeasured = |message: String| Check {
         name: budget.expr.clone(),
         verdict: Verdict::Error,
@@ -150,7 +154,30 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
             mode: budget.mode,
             metric: budget.metric,
             statistic: budget.statistic,
-            limit: budget.limit,
+            limit: match budget.limit {
+                Limit::Fixed(n) => Some(n),
+                Limit::Relative(_) => None,
+            },
+        },
+    };
+    let reference = match (budget.limit, config.reference) {
+        (Limit::Fixed(_), _) => None,
+        (Limit::Relative(_), None) => {
+            out.push(unmeasured(format!(
+                "budget {}: a relative limit needs a reference report (--relative-to)",
+                budget.expr
+            )));
+            return;
+        }
+        (Limit::Relative(_), Some(r)) => match by_name(r.find(&budget.lock)) {
+            Ok(locks) => Some(locks),
+            Err(e) => {
+                out.push(unmeasured(format!(
+                    "budget {}: reference: {e}",
+                    budget.expr
+                )));
+                return;
+            }
         },
     };
     // Same-named lock files are one lock to a budget, as they are to the baseline comparison: the
@@ -178,8 +205,32 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
             let summary = &mode_report.metric(budget.metric).summary;
             let measured = budget.statistic.of(summary);
             let stat = budget.statistic;
-            let limit = format!("{} {}", budget.op.as_str(), stat.format(budget.limit));
             let at = format!("{} {mode}", named.label());
+            let (limit_value, limit) = match budget.limit {
+                Limit::Fixed(n) => (n, format!("{} {}", budget.op.as_str(), stat.format(n))),
+                Limit::Relative(factor) => {
+                    let base = reference
+                        .as_ref()
+                        .and_then(|locks| locks.get(named.lock.key.name.as_str()))
+                        .and_then(|l| l.lock.modes.get(mode))
+                        .map(|m| stat.of(&m.metric(budget.metric).summary));
+                    let Some(base) = base else {
+                        out.push(unmeasured(format!(
+                            "budget {} on {at}: the reference report has no {at}",
+                            budget.expr
+                        )));
+                        continue;
+                    };
+                    let n = (factor * base as f64).round() as u64;
+                    let text = format!(
+                        "{} {} ({factor} x the reference's {})",
+                        budget.op.as_str(),
+                        stat.format(n),
+                        stat.format(base)
+                    );
+                    (n, text)
+                }
+            };
             let (verdict, message) = if stat.is_duration() && summary.count < min_samples {
                 (
                     Verdict::Inconclusive,
@@ -189,7 +240,7 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
                     ),
                 )
             } else {
-                let verdict = if budget.op.holds(measured, budget.limit) {
+                let verdict = if budget.op.holds(measured, limit_value) {
                     Verdict::Pass
                 } else {
                     Verdict::Fail
@@ -215,7 +266,7 @@ fn check_budget(report: &Report, budget: &Budget, min_samples: u64, out: &mut Ve
                     statistic: stat,
                     samples: summary.count,
                     measured,
-                    limit: budget.limit,
+                    limit: limit_value,
                 },
             });
         }

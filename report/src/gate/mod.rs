@@ -10,6 +10,6 @@ mod evaluate;
 mod format;
 
 pub use crate::duration::parse_duration;
-pub use budget::{Budget, CmpOp, MAX_BUDGETS_FILE_BYTES, load_budgets, parse_budgets};
+pub use budget::{Budget, CmpOp, Limit, MAX_BUDGETS_FILE_BYTES, load_budgets, parse_budgets};
 pub use check::{Check, CheckKind, GateResult, LockMode, Subject, Verdict};
 pub use evaluate::{Baseline, GateConfig, LOCK_ORDER_CHECK, evaluate};
