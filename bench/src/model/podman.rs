@@ -78,7 +78,7 @@ pub struct VariantResult {
     pub variant: Variant,
     /// `shared`: all pulls into one store; `isolated`: a store each.
     pub layout: &'static str,
-    /// What pulled, with its version (`podman version 5.8.6`, `store-core (lockbench 0.1.0)`).
+    /// What pulled, with its version (`podman version 5.8.6`, `store-core 0.1.0`).
     pub client: String,
     /// Parent clock per repetition, from starting the first pull to the last one exiting.
     pub makespans_ns: Vec<u64>,

@@ -120,10 +120,7 @@ pub fn podman(report: &PodmanReport) -> Table {
         });
     };
     row("client", "", &|v| {
-        v.client
-            .trim_start_matches("podman version ")
-            .trim_start_matches("store-core ")
-            .to_string()
+        v.client.trim_start_matches("podman version ").to_string()
     });
     row("makespan (median)", "parent", &|v| {
         human_duration(v.makespan_ns)

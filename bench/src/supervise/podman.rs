@@ -63,13 +63,10 @@ impl Client {
         Ok(cmd)
     }
 
-    /// `podman version 5.8.6`, `store-core (lockbench 0.1.0)`.
+    /// `podman version 5.8.6`, `store-core 0.1.0`.
     pub fn version(&self, shared: &Path) -> Result<String> {
         if let Client::Store { .. } = self {
-            return Ok(format!(
-                "store-core (lockbench {})",
-                env!("CARGO_PKG_VERSION")
-            ));
+            return Ok(format!("store-core {}", env!("CARGO_PKG_VERSION")));
         }
         let out = self
             .command(shared, shared)?
