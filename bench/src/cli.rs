@@ -241,6 +241,10 @@ pub struct ComparePodmanArgs {
     /// Also pull into a store each, besides the shared store.
     #[arg(long)]
     isolated: bool,
+    /// Reader loops per variant while the pulls run, each running what a user would (`podman
+    /// images`; `lockbench images` for store-core) again and again, timed.
+    #[arg(long, default_value_t = 1)]
+    readers: usize,
     /// podman storage driver (both podmans).
     #[arg(long, default_value = "overlay")]
     driver: String,
@@ -290,6 +294,7 @@ impl ComparePodmanArgs {
             variants,
             repeat: self.repeat,
             isolated: self.isolated,
+            readers: self.readers,
             driver: self.driver,
             podman: self.podman,
             rootfs: self.podman_rootfs.or_else(setup_podman_rootfs),

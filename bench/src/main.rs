@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lockbench::cli::{ComparePodmanArgs, GenArgs, OverheadArgs, PullArgs, RunArgs};
-use lockbench::scenario::{compare_podman, demo, generate, overhead, pull, worker};
+use lockbench::scenario::{compare_podman, demo, generate, images, overhead, pull, worker};
 use lockbench::text::one_line;
 
 #[derive(Parser)]
@@ -26,6 +26,12 @@ enum Command {
     Gen(GenArgs),
     /// Pull one OCI image layout into a store.
     Pull(PullArgs),
+    /// List a store's images, as `podman images` does (what compare-podman's readers run).
+    Images {
+        /// Store graph root.
+        #[arg(long)]
+        store: std::path::PathBuf,
+    },
     /// Run the demo: parallel pulls plus readers per mode, then table, report.json, plots, report.html.
     Run(RunArgs),
     /// The same parallel pulls with podman: one shared store vs a store each (kernel lock figures
@@ -58,6 +64,10 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Pull(args) => {
             pull::run(&args.config()?)?;
+            true
+        }
+        Command::Images { store } => {
+            images::run(&store)?;
             true
         }
         Command::Run(args) => demo::run(&args.config(command())?)?,

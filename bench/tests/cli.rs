@@ -963,6 +963,17 @@ fn compare_podman_runs_every_variant_on_the_same_images() {
         assert_eq!(pulls.len(), 4, "2 pulls x 2 repetitions: {v}");
         assert!(pulls.iter().all(|p| p["duration_ns"].as_u64().unwrap() > 0));
         assert_eq!(v["makespans_ns"].as_array().unwrap().len(), 2);
+        // One reader loop ran `podman images` / `lockbench images` at least once per repetition.
+        assert!(
+            v["readers"]["count"].as_u64().unwrap() >= 2,
+            "{}",
+            v["readers"]
+        );
+        assert_eq!(v["reader_errors"], 0);
+    }
+    let html = fs::read_to_string(out.join("podman-report.html")).unwrap();
+    for label in ["podman-old", "podman-staged", "store-locked", "store-staged", "5.8"] {
+        assert!(html.contains(label), "{label} missing from the HTML report");
     }
     // The chrooted podman's mounts lived in its own namespace: none is left on the host.
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -47,6 +47,8 @@ pub struct PodmanConfig {
     pub repeat: usize,
     /// Also a store per pull for each variant, besides the shared store.
     pub isolated: bool,
+    /// Reader loops per variant during the pulls.
+    pub readers: usize,
     /// podman's storage driver, both podmans.
     pub driver: String,
     /// The host's podman (podman-old).

@@ -88,6 +88,10 @@ pub struct VariantResult {
     pub pulls: Vec<PullResult>,
     pub pull_time: Latency,
     pub throughput_mb_s: f64,
+    /// Each run of the readers' command (`podman images`, `lockbench images`) while the pulls ran,
+    /// parent clock, process start to exit, successful runs only.
+    pub readers: Latency,
+    pub reader_errors: u64,
     /// All repetitions' kernel figures added up, locks named relative to their store.
     pub kernel_report: Option<Report>,
     pub kernel_note: Option<String>,

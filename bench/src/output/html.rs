@@ -11,7 +11,7 @@ use super::table::Table;
 use crate::model::{BenchReport, Params};
 use crate::size::ByteSize;
 
-const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
+pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .8em;border-bottom:1px solid #ddd}\
 td{text-align:right;font-variant-numeric:tabular-nums}td.src{color:#888;text-align:left}\
 thead th{border-bottom:2px solid #444}.failed{color:#b00;font-weight:bold}.met{color:#070}\
@@ -128,7 +128,7 @@ fn sync_phrase(p: &Params) -> &'static str {
     }
 }
 
-fn strip_xml_prolog(svg: &str) -> &str {
+pub(super) fn strip_xml_prolog(svg: &str) -> &str {
     match svg.find("<svg") {
         Some(i) => &svg[i..],
         None => svg,

@@ -1,10 +1,13 @@
 //! What a run leaves behind: report.json and the per-mode lock reports, plots/*.svg, report.html,
-//! and the table, targets and failures on the terminal; podman-report.json for compare-podman.
+//! and the table, targets and failures on the terminal; podman-report.json, the per-variant lock
+//! reports and podman-report.html for compare-podman.
 
 pub mod html;
 pub mod plot;
+pub mod podman_html;
 pub mod table;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use locktrace_report::write_atomic;
@@ -12,6 +15,7 @@ use serde::Serialize;
 
 use crate::error::{Context, Result};
 use crate::model::{BenchReport, ModeSamples, PodmanReport};
+use crate::text::one_line;
 use table::Table;
 
 /// Writes report.json, `<mode>.store.json` / `<mode>.kernel.json`, the plots and report.html into
@@ -66,18 +70,38 @@ pub fn print_run(report: &BenchReport, table: &Table, out: &Path) {
     }
 }
 
-/// Writes podman-report.json into `out` and prints the table, notes and failures.
+/// Writes podman-report.json, `<variant>.kernel.json`, the CDF plot and podman-report.html into
+/// `out`, and prints the table, notes and failures.
 pub fn podman(report: &PodmanReport, out: &Path) -> Result<()> {
     let path: PathBuf = out.join("podman-report.json");
     write_json(report, &path, "the podman report")?;
+    let mut kernel = Vec::new();
     for v in &report.variants {
-        if let Some(kernel) = &v.kernel_report {
+        if let Some(k) = &v.kernel_report {
             // A plain locktrace report per variant, for `locktrace compare|gate|plot`.
-            let path = out.join(format!("{}.kernel.json", v.label()));
-            write_json(kernel, &path, "a variant's kernel report")?;
+            k.write(&out.join(format!("{}.kernel.json", v.label())))
+                .context("writing a variant's kernel report")?;
+            kernel.push((v.label(), plot::store_locks_only(k.clone())));
         }
     }
-    println!("{}", table::podman(report).to_text());
+    let table = table::podman(report);
+    let dir = out.join("podman-plots");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let title = "lock wait and hold CDFs per variant (kernel, locktrace)";
+    let plots = match plot::cdf_plot(kernel, "cdf-kernel.svg", title, &dir) {
+        Ok(p) => p.into_iter().collect(),
+        Err(e) => {
+            eprintln!("lockbench: note: {}", one_line(&e));
+            Vec::new()
+        }
+    };
+    let html = out.join("podman-report.html");
+    write_atomic(
+        &html,
+        podman_html::render(report, &table, &plots).as_bytes(),
+    )
+    .context("writing podman-report.html")?;
+    println!("{}", table.to_text());
     for v in &report.variants {
         if let Some(note) = &v.kernel_note {
             println!("note: {}: {note}", v.label());
@@ -86,7 +110,7 @@ pub fn podman(report: &PodmanReport, out: &Path) -> Result<()> {
     for f in &report.failures {
         eprintln!("lockbench: failed: {f}");
     }
-    println!("report: {}", path.display());
+    println!("report: {} and {}", path.display(), html.display());
     Ok(())
 }
 

@@ -80,31 +80,20 @@ fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Resu
     Ok(out)
 }
 
-/// Per-lock wait and hold CDFs, one line per bench mode, drawn by locktrace-report's `plot_cdf`
-/// from the modes' reports (lossless histograms). `plot_cdf` only draws into a file (atomically),
-/// so the SVG is read back from there for report.html.
+/// Per-lock wait and hold CDFs, one line per bench mode, drawn from the modes' reports.
 fn cdfs(report: &BenchReport, kernel: bool, dir: &Path) -> Result<Option<Plot>> {
     let reports: Vec<(String, Report)> = report
         .modes
         .iter()
         .filter_map(|m| {
             let r = if kernel {
-                let mut r = m.kernel_report.clone()?;
-                // The tracer also sees every staging lock; only the store's four locks compare.
-                r.locks
-                    .retain(|l| STORE_LOCKS.iter().any(|n| is_lock(&l.key.name, n)));
-                r
+                store_locks_only(m.kernel_report.clone()?)
             } else {
                 m.store_report.clone()
             };
             Some((m.mode.to_string(), r))
         })
-        .filter(|(_, r)| !r.locks.is_empty())
         .collect();
-    if reports.is_empty() {
-        return Ok(None);
-    }
-    let refs: Vec<(&str, &Report)> = reports.iter().map(|(l, r)| (l.as_str(), r)).collect();
     let (file, title) = if kernel {
         (
             "cdf-kernel.svg",
@@ -116,6 +105,35 @@ fn cdfs(report: &BenchReport, kernel: bool, dir: &Path) -> Result<Option<Plot>> 
             "lock wait and hold CDFs per mode (store clock)",
         )
     };
+    cdf_plot(reports, file, title, dir)
+}
+
+/// A kernel report without the locks only the tracer sees (every staging lock, other programs'):
+/// only the store's four locks compare across stores and clients.
+pub fn store_locks_only(mut report: Report) -> Report {
+    report
+        .locks
+        .retain(|l| STORE_LOCKS.iter().any(|n| is_lock(&l.key.name, n)));
+    report
+}
+
+/// Wait and hold CDFs per lock, one line per labelled report, drawn by locktrace-report's
+/// `plot_cdf` from lossless histograms into `dir/file` (it only draws into a file, atomically),
+/// and read back for the HTML page.
+pub fn cdf_plot(
+    reports: Vec<(String, Report)>,
+    file: &str,
+    title: &str,
+    dir: &Path,
+) -> Result<Option<Plot>> {
+    let reports: Vec<(String, Report)> = reports
+        .into_iter()
+        .filter(|(_, r)| !r.locks.is_empty())
+        .collect();
+    if reports.is_empty() {
+        return Ok(None);
+    }
+    let refs: Vec<(&str, &Report)> = reports.iter().map(|(l, r)| (l.as_str(), r)).collect();
     let path = dir.join(file);
     plot_cdf(&refs, &path).map_err(plot_err)?;
     let svg = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -168,12 +168,18 @@ pub fn podman(report: &PodmanReport) -> Table {
         "kernel",
         &kernel(Mode::Write, Metric::Wait, |s| s.p99),
     );
+    row("reader runs", "parent", &|v| v.readers.count.to_string());
+    row("reader p50", "parent", &|v| {
+        dur(v.readers.count, v.readers.p50_ns)
+    });
+    row("reader p99", "parent", &|v| {
+        dur(v.readers.count, v.readers.p99_ns)
+    });
+    row("reader max", "parent", &|v| {
+        dur(v.readers.count, v.readers.max_ns)
+    });
     row("failures", "", &|v| {
-        v.pulls
-            .iter()
-            .filter(|p| p.error.is_some())
-            .count()
-            .to_string()
+        (v.reader_errors + v.pulls.iter().filter(|p| p.error.is_some()).count() as u64).to_string()
     });
     Table {
         modes: cells.iter().map(VariantResult::label).collect(),

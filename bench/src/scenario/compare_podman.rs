@@ -6,7 +6,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use locktrace_report::{Report, ReportMeta, Source, human_duration};
 use store_core::ExtractMode;
@@ -39,7 +41,27 @@ struct Cell {
     bytes: u64,
     kernel: Vec<Report>,
     kernel_note: Option<String>,
+    readers: ReaderSamples,
 }
+
+/// What the reader loops measured: each run of the reader command, timed by the parent.
+#[derive(Default)]
+struct ReaderSamples {
+    durations: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl ReaderSamples {
+    fn add(&mut self, other: ReaderSamples) {
+        self.durations.extend(other.durations);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+}
+
+/// Pause between a reader's runs, as a user or a monitoring job would leave.
+const READER_PAUSE: Duration = Duration::from_millis(10);
 
 /// Runs every variant `repeat` times; false when a pull failed (the report is written either way).
 pub fn run(cfg: &PodmanConfig) -> Result<bool> {
@@ -67,6 +89,7 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
                 bytes: 0,
                 kernel: Vec::new(),
                 kernel_note: None,
+                readers: ReaderSamples::default(),
             });
         }
     }
@@ -91,6 +114,17 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
                 );
             }
             failures.extend(errs);
+        }
+    }
+    for cell in &cells {
+        if let Some(why) = &cell.readers.first_error {
+            failures.push(format!(
+                "{} {} readers: {} of {} runs failed, the first {why}",
+                cell.variant,
+                cell.layout,
+                cell.readers.errors,
+                cell.readers.errors + cell.readers.durations.len() as u64
+            ));
         }
     }
     let variants = cells
@@ -224,8 +258,24 @@ fn run_cell(
             }
         }
     }
-    pulls::wait_all(&mut running, started, MODE_TIMEOUT)?;
-    cell.makespans.push(started.elapsed().as_nanos() as u64);
+    // Readers look at the (first) store while the pulls run, and stop when the last pull ends.
+    let done = AtomicBool::new(false);
+    let client = &cell.client;
+    let (waited, readers) = std::thread::scope(|s| {
+        let loops: Vec<_> = (0..cfg.readers)
+            .map(|_| s.spawn(|| read_until(&done, || client.reader(out, &base, &stores[0]))))
+            .collect();
+        let waited = pulls::wait_all(&mut running, started, MODE_TIMEOUT);
+        let makespan = started.elapsed();
+        done.store(true, Ordering::SeqCst);
+        let mut readers = ReaderSamples::default();
+        for l in loops {
+            readers.add(l.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        (waited.map(|()| makespan), readers)
+    });
+    cell.makespans.push(waited?.as_nanos() as u64);
+    cell.readers.add(readers);
     let roots: Vec<PathBuf> = stores.iter().map(|s| base.join(s)).collect();
     if let Some(report) = stop_trace(session, &roots, &mut cell.kernel_note) {
         cell.kernel.push(report);
@@ -246,6 +296,35 @@ fn run_cell(
     Ok(errors)
 }
 
+/// Runs the reader command again and again until `done` (at least once), timing each run.
+fn read_until(done: &AtomicBool, command: impl Fn() -> Result<Command>) -> ReaderSamples {
+    let mut samples = ReaderSamples::default();
+    loop {
+        let started = Instant::now();
+        let outcome = command().and_then(|mut c| c.output().context("starting a reader"));
+        let took = started.elapsed().as_nanos() as u64;
+        match outcome {
+            Ok(o) if o.status.success() => samples.durations.push(took),
+            failed => {
+                samples.errors += 1;
+                let why = match failed {
+                    Ok(o) => format!(
+                        "exited with {}: {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    Err(e) => one_line(&e),
+                };
+                samples.first_error.get_or_insert(why);
+            }
+        }
+        if done.load(Ordering::SeqCst) {
+            return samples;
+        }
+        std::thread::sleep(READER_PAUSE);
+    }
+}
+
 /// The cell's figures over all repetitions.
 fn finish(cell: Cell, cfg: &PodmanConfig) -> Result<VariantResult> {
     let times: Vec<u64> = cell.pulls.iter().filter_map(|p| p.duration_ns).collect();
@@ -260,6 +339,8 @@ fn finish(cell: Cell, cfg: &PodmanConfig) -> Result<VariantResult> {
     .into();
     let kernel_report = combine(&cell.kernel, &meta).context("adding up the kernel reports")?;
     Ok(VariantResult {
+        readers: Latency::of(&cell.readers.durations),
+        reader_errors: cell.readers.errors,
         variant: cell.variant,
         layout: cell.layout,
         client: cell.version,

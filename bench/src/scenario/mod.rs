@@ -4,6 +4,7 @@
 pub mod compare_podman;
 pub mod demo;
 pub mod generate;
+pub mod images;
 pub mod overhead;
 pub mod pull;
 pub mod worker;

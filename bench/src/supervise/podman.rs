@@ -140,6 +140,30 @@ impl Client {
         })
     }
 
+    /// What a user runs to look at the store while pulls go on (podman issue #25862: "podman pull
+    /// locks and holds podman images"): `podman images` for podman, `lockbench images` for
+    /// store-core. Output discarded.
+    pub fn reader(&self, shared: &Path, base: &Path, store: &str) -> Result<Command> {
+        let mut cmd = self.command(shared, base)?;
+        match self {
+            Client::Podman { driver, .. } => {
+                cmd.arg("--root")
+                    .arg(base.join(store))
+                    .arg("--runroot")
+                    .arg(runroot(store))
+                    .args(["--storage-driver", driver, "--events-backend", "none"])
+                    .args(["images", "--quiet"]);
+            }
+            Client::Store { .. } => {
+                cmd.args(["images", "--store"]).arg(base.join(store));
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Ok(cmd)
+    }
+
     /// The runroot of `store` as seen from the host (inside the rootfs for a chrooted podman).
     pub fn host_runroot(&self, store: &str) -> Option<PathBuf> {
         match self {
