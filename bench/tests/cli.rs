@@ -972,7 +972,13 @@ fn compare_podman_runs_every_variant_on_the_same_images() {
         assert_eq!(v["reader_errors"], 0);
     }
     let html = fs::read_to_string(out.join("podman-report.html")).unwrap();
-    for label in ["podman-old", "podman-staged", "store-locked", "store-staged", "5.8"] {
+    for label in [
+        "podman-old",
+        "podman-staged",
+        "store-locked",
+        "store-staged",
+        "5.8",
+    ] {
         assert!(html.contains(label), "{label} missing from the HTML report");
     }
     // The chrooted podman's mounts lived in its own namespace: none is left on the host.

@@ -305,3 +305,51 @@ fn concurrent_staged_creation_of_one_layer() {
         8 << 20
     );
 }
+
+/// The write locks one `Store::open` of `root` took (lock file names).
+fn write_locks_taken_by_open(root: &Path) -> Vec<String> {
+    use std::sync::{Arc, Mutex};
+    use store_core::{EventKind, Observer, StoreEvent};
+    #[derive(Default)]
+    struct Writes(Mutex<Vec<String>>);
+    impl Observer for Writes {
+        fn event(&self, ev: &StoreEvent) {
+            if let EventKind::LockHold { lock, write: true } = &ev.kind {
+                let name = lock.file_name().unwrap().to_string_lossy().into_owned();
+                self.0.lock().unwrap().push(name);
+            }
+        }
+    }
+    let writes = Arc::new(Writes::default());
+    let opts = StoreOptions {
+        observer: Some(writes.clone()),
+        ..StoreOptions::default()
+    };
+    drop(Store::open(root, opts).unwrap());
+    writes.0.lock().unwrap().clone()
+}
+
+#[test]
+fn opening_a_clean_store_takes_no_write_lock_and_a_crashed_one_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = open(root);
+    let tar = Tar::default().file("f", b"x", 0o644).finish();
+    let req = LayerRequest {
+        id: Some("a".repeat(64)),
+        ..Default::default()
+    };
+    store.create_layer(&req, &tar[..]).unwrap();
+    drop(store);
+    // Read locks only: a reader opening the store never queues behind, or blocks, a commit.
+    assert_eq!(write_locks_taken_by_open(root), Vec::<String>::new());
+    // What a crash leaves makes the next open take the write locks and clean up.
+    std::fs::create_dir_all(root.join("overlay/orphan/diff")).unwrap();
+    let writes = write_locks_taken_by_open(root);
+    assert!(writes.contains(&"layers.lock".to_string()), "{writes:?}");
+    assert!(!root.join("overlay/orphan").exists());
+    std::fs::write(root.join("overlay-layers/.layers.json.tmp"), b"{").unwrap();
+    assert!(write_locks_taken_by_open(root).contains(&"layers.lock".to_string()));
+    assert!(!root.join("overlay-layers/.layers.json.tmp").exists());
+    assert_eq!(write_locks_taken_by_open(root), Vec::<String>::new());
+}

@@ -49,6 +49,16 @@ enum Task {
         #[arg(long)]
         refresh: bool,
     },
+    /// Set up (podman rootfs included), then compare podman 4.3, podman >= 5.8 and store-core on
+    /// the same parallel pulls (lockbench compare-podman).
+    ComparePodman {
+        /// Where the comparison writes images, stores and reports.
+        #[arg(long, default_value = "target/compare-podman")]
+        out: PathBuf,
+        /// Extra arguments for `lockbench compare-podman` (e.g. --repeat 3).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the kernel tests in QEMU guests booting stock Debian kernels (fentry and tracepoints).
     VmTest {
         #[arg(long, value_enum, default_value = "all")]
@@ -88,28 +98,44 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Demo { out, args } => {
             setup::setup()?;
-            cargo(&[
-                "build",
-                "--release",
-                "--package",
-                "lockbench",
-                "--package",
-                "locktrace",
-            ])?;
-            let mut cmd = Command::new(root.join("target/release/lockbench"));
-            cmd.arg("run").arg("--out").arg(&out).args(&args);
-            if kernel_tests_possible().is_some() {
-                cmd.args(["--trace", "off"]);
-            }
-            status(&mut cmd)
+            lockbench(&root, "run", &out, &args)
         }
         Task::SetupPodman { refresh } => podman::setup_podman(&target_dir()?, refresh),
+        Task::ComparePodman { out, args } => {
+            setup::setup()?;
+            let target = target_dir()?;
+            podman::setup_podman(&target, false)?;
+            let rootfs = target.join("podman-sid/rootfs");
+            let mut all = vec!["--podman-rootfs".to_string(), rootfs.display().to_string()];
+            all.extend(args);
+            lockbench(&root, "compare-podman", &out, &all)
+        }
         Task::VmTest { kernel } => vm::run(kernel),
     }
 }
 
+/// Builds lockbench and locktrace (release) and runs `lockbench SCENARIO --out OUT ARGS`, untraced
+/// where tracing cannot work.
+fn lockbench(root: &Path, scenario: &str, out: &Path, args: &[String]) -> Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "lockbench",
+        "--package",
+        "locktrace",
+    ])?;
+    let mut cmd = Command::new(root.join("target/release/lockbench"));
+    cmd.arg(scenario).arg("--out").arg(out).args(args);
+    if kernel_tests_possible().is_some() {
+        cmd.args(["--trace", "off"]);
+    }
+    status(&mut cmd)
+}
+
 /// None when the kernel tests can run here; otherwise why not.
 fn kernel_tests_possible() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root");
     }

@@ -167,7 +167,11 @@ impl Store {
             durability,
             stage_metadata,
         };
-        store.recover()?;
+        if store.needs_recovery()? {
+            store.recover()?;
+        }
+        // Staging directories carry their own locks, so this needs no store lock (see staging.rs).
+        staging::recover(&store.staging_root())?;
         Ok(store)
     }
 
@@ -211,6 +215,43 @@ impl Store {
         Ok(live)
     }
 
+    /// Whether a crash left anything for [`Store::recover`], judged under read locks only, so that
+    /// opening a clean store (what every `podman images`-like command does) never waits for, or
+    /// makes wait, anything but writers: an incomplete layer, a metadata temp file, or a directory in
+    /// `overlay/` that no layer or container records. Stable under these locks: layer directories
+    /// appear only under layers.lock (write), or under layers.lock (read) + containers.lock (write).
+    fn needs_recovery(&self) -> Result<bool, StoreError> {
+        let op = Op::Recover;
+        let _storage = self.storage_lock.read(op)?;
+        let lg = self.layers.read(op)?;
+        let layers = self.layers.load(&lg)?;
+        if layers.iter().any(|l| l.incomplete)
+            || self.layers.has_leftover()
+            || self.images.has_leftover()
+            || self.containers.has_leftover()
+        {
+            return Ok(true);
+        }
+        let cg = self.containers.read(op)?;
+        let containers = self.containers.load(&cg)?;
+        let known: HashSet<&str> = layers
+            .iter()
+            .map(|l| l.id.as_str())
+            .chain(containers.iter().map(|c| c.layer.as_str()))
+            .collect();
+        let overlay = self.overlay_dir();
+        for entry in std::fs::read_dir(&overlay).ctx(|| format!("listing {}", overlay.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", overlay.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name != "staging" && !known.contains(name.as_ref()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes what a crash left (see [`Store::needs_recovery`]) under the write locks.
     fn recover(&self) -> Result<(), StoreError> {
         let op = Op::Recover;
         let _storage = self.storage_lock.write(op)?;
@@ -258,7 +299,6 @@ impl Store {
                 }
             }
         }
-        staging::recover(&self.staging_root())?;
         Ok(())
     }
 
