@@ -8,7 +8,7 @@ use store_core::SyncLevel;
 
 use super::plot::Plot;
 use super::table::Table;
-use crate::model::{BenchReport, Params};
+use crate::model::{BenchReport, Params, PullResult};
 use crate::size::ByteSize;
 
 pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
@@ -44,13 +44,7 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
         report.cpus,
         escape(&report.command.join(" ")),
     );
-    if report.failed {
-        h.push_str("<p class=\"failed\">This run FAILED:</p><ul>\n");
-        for f in &report.failures {
-            let _ = writeln!(h, "<li>{}</li>", escape(f));
-        }
-        h.push_str("</ul>\n");
-    }
+    failures(&mut h, &report.failures);
     h.push_str("<h2>Results</h2>\n");
     h.push_str(&table.to_html());
     h.push_str(
@@ -85,23 +79,60 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
         }
         h.push_str("</tbody></table>\n");
     }
-    h.push_str("<h2>Pulls</h2>\n<table><thead><tr><th>mode</th><th>worker</th><th>image</th><th>time</th><th>error</th></tr></thead><tbody>\n");
-    for m in &report.modes {
-        for pull in &m.pulls {
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"src\">{}</td><th>{}</th><td>{}</td><td>{}</td><td class=\"src\">{}</td></tr>",
-                m.mode,
-                escape(&pull.worker),
-                escape(&pull.image),
-                pull.duration_ns
-                    .map(human_duration)
-                    .unwrap_or_else(|| "-".into()),
-                escape(pull.error.as_deref().unwrap_or(""))
-            );
-        }
+    let pulls = report
+        .modes
+        .iter()
+        .flat_map(|m| m.pulls.iter().map(move |p| (m.mode.to_string(), p)));
+    pulls_table(&mut h, "mode", pulls);
+    figures(&mut h, plots);
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Every pull: its group (mode, variant), repetition, worker, image, time and error.
+pub(super) fn pulls_table<'a>(
+    h: &mut String,
+    group: &str,
+    pulls: impl Iterator<Item = (String, &'a PullResult)>,
+) {
+    let _ = writeln!(
+        h,
+        "<h2>Pulls</h2>\n<table><thead><tr><th>{group}</th><th>run</th><th>pull</th>\
+         <th>image</th><th>time</th><th>error</th></tr></thead><tbody>"
+    );
+    for (label, pull) in pulls {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"src\">{}</td><td>{}</td><th>{}</th><td>{}</td><td>{}</td>\
+             <td class=\"src\">{}</td></tr>",
+            escape(&label),
+            pull.repeat + 1,
+            escape(&pull.worker),
+            escape(&pull.image),
+            pull.duration_ns
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
+            escape(pull.error.as_deref().unwrap_or(""))
+        );
     }
-    h.push_str("</tbody></table>\n<h2>Plots</h2>\n");
+    h.push_str("</tbody></table>\n");
+}
+
+/// "This run FAILED" and the failures, if there are any.
+pub(super) fn failures(h: &mut String, failures: &[String]) {
+    if failures.is_empty() {
+        return;
+    }
+    h.push_str("<p class=\"failed\">This run FAILED:</p><ul>\n");
+    for f in failures {
+        let _ = writeln!(h, "<li>{}</li>", escape(f));
+    }
+    h.push_str("</ul>\n");
+}
+
+/// The plots, inlined, under a heading.
+pub(super) fn figures(h: &mut String, plots: &[Plot]) {
+    h.push_str("<h2>Plots</h2>\n");
     for plot in plots {
         let _ = writeln!(
             h,
@@ -110,8 +141,6 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
             escape(&plot.title)
         );
     }
-    h.push_str("</body></html>\n");
-    h
 }
 
 /// An XML declaration is not allowed in the middle of an HTML document.
@@ -128,7 +157,7 @@ fn sync_phrase(p: &Params) -> &'static str {
     }
 }
 
-pub(super) fn strip_xml_prolog(svg: &str) -> &str {
+fn strip_xml_prolog(svg: &str) -> &str {
     match svg.find("<svg") {
         Some(i) => &svg[i..],
         None => svg,

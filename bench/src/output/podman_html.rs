@@ -3,10 +3,9 @@
 
 use std::fmt::Write;
 
-use locktrace_report::human_duration;
 use locktrace_report::markup::escape;
 
-use super::html::{STYLE, strip_xml_prolog};
+use super::html::{STYLE, failures, figures, pulls_table};
 use super::plot::Plot;
 use super::table::Table;
 use crate::model::PodmanReport;
@@ -31,13 +30,7 @@ pub fn render(report: &PodmanReport, table: &Table, plots: &[Plot]) -> String {
         report.repeat,
         escape(&report.command.join(" ")),
     );
-    if report.failed {
-        h.push_str("<p class=\"failed\">This run FAILED:</p><ul>\n");
-        for f in &report.failures {
-            let _ = writeln!(h, "<li>{}</li>", escape(f));
-        }
-        h.push_str("</ul>\n");
-    }
+    failures(&mut h, &report.failures);
     h.push_str("<h2>Results</h2>\n");
     h.push_str(&table.to_html());
     h.push_str(
@@ -50,36 +43,12 @@ pub fn render(report: &PodmanReport, table: &Table, plots: &[Plot]) -> String {
             let _ = writeln!(h, "<p>{}: {}</p>", escape(&v.label()), escape(note));
         }
     }
-    h.push_str("<h2>Plots</h2>\n");
-    for plot in plots {
-        let _ = writeln!(
-            h,
-            "<figure>{}<figcaption>{}</figcaption></figure>",
-            strip_xml_prolog(&plot.svg),
-            escape(&plot.title)
-        );
-    }
-    h.push_str(
-        "<h2>Pulls</h2>\n<table><thead><tr><th>variant</th><th>run</th><th>pull</th>\
-                <th>image</th><th>time</th><th>error</th></tr></thead><tbody>\n",
-    );
-    for v in &report.variants {
-        for pull in &v.pulls {
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"src\">{}</td><td>{}</td><th>{}</th><td>{}</td><td>{}</td>\
-                 <td class=\"src\">{}</td></tr>",
-                escape(&v.label()),
-                pull.repeat + 1,
-                escape(&pull.worker),
-                escape(&pull.image),
-                pull.duration_ns
-                    .map(human_duration)
-                    .unwrap_or_else(|| "-".into()),
-                escape(pull.error.as_deref().unwrap_or(""))
-            );
-        }
-    }
-    h.push_str("</tbody></table>\n</body></html>\n");
+    figures(&mut h, plots);
+    let pulls = report
+        .variants
+        .iter()
+        .flat_map(|v| v.pulls.iter().map(move |p| (v.label(), p)));
+    pulls_table(&mut h, "variant", pulls);
+    h.push_str("</body></html>\n");
     h
 }

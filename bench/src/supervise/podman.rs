@@ -99,11 +99,7 @@ impl Client {
         let mut cmd = self.command(shared, images)?;
         match self {
             Client::Podman { driver, .. } => {
-                cmd.arg("--root")
-                    .arg(base.join(store))
-                    .arg("--runroot")
-                    .arg(runroot(store))
-                    .args(["--storage-driver", driver, "--events-backend", "none"])
+                podman_store(&mut cmd, base, store, driver)
                     .args(["pull", "--quiet"])
                     // podman names the image after the layout path, which must be lowercase: a
                     // relative path from the images directory gives `localhost/img-00`.
@@ -147,12 +143,7 @@ impl Client {
         let mut cmd = self.command(shared, base)?;
         match self {
             Client::Podman { driver, .. } => {
-                cmd.arg("--root")
-                    .arg(base.join(store))
-                    .arg("--runroot")
-                    .arg(runroot(store))
-                    .args(["--storage-driver", driver, "--events-backend", "none"])
-                    .args(["images", "--quiet"]);
+                podman_store(&mut cmd, base, store, driver).args(["images", "--quiet"]);
             }
             Client::Store { .. } => {
                 cmd.args(["images", "--store"]).arg(base.join(store));
@@ -175,6 +166,20 @@ impl Client {
             Client::Store { .. } => None,
         }
     }
+}
+
+/// podman's global options for the store `base/<store>`.
+fn podman_store<'c>(
+    cmd: &'c mut Command,
+    base: &Path,
+    store: &str,
+    driver: &str,
+) -> &'c mut Command {
+    cmd.arg("--root")
+        .arg(base.join(store))
+        .arg("--runroot")
+        .arg(runroot(store))
+        .args(["--storage-driver", driver, "--events-backend", "none"])
 }
 
 /// podman caps the runroot path at 50 characters, so it lives in a short temp dir.

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{Store, find, mkdir, move_aside};
 use crate::archive::{self, Digests};
@@ -320,17 +320,8 @@ impl Store {
         if !self.layers.is_current(&g, &prepared)? {
             return Ok(None);
         }
-        let dir = self.rename_staged(staged, id)?;
-        let saved = self
-            .durability
-            .entry_added(&self.overlay_dir())
-            .ctx(|| "syncing the overlay directory")
-            .and_then(|()| self.layers.commit(&g, prepared));
-        let replaced = saved.inspect_err(|_| {
-            let _ = sys::remove_tree(&dir);
-        })?;
-        self.emitter
-            .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());
+        let replaced =
+            self.install_staged(staged, id, start, || self.layers.commit(&g, prepared))?;
         drop(g);
         drop(replaced);
         Ok(Some((layer.clone(), true)))
@@ -359,26 +350,26 @@ impl Store {
             // Another process committed the same layer while we extracted; ours is discarded on drop.
             return Ok((l, false));
         }
-        let dir = self.rename_staged(&staged, id)?;
         layers.push(layer.clone());
-        let saved = self
-            .durability
-            .entry_added(&self.overlay_dir())
-            .ctx(|| "syncing the overlay directory")
-            .and_then(|()| self.layers.save(&g, layers, tmp));
-        let replaced = saved.inspect_err(|_| {
-            let _ = sys::remove_tree(&dir);
-        })?;
-        self.emitter
-            .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());
+        let replaced =
+            self.install_staged(&staged, id, start, || self.layers.save(&g, layers, tmp))?;
         drop(g);
         drop(replaced);
         drop(staged);
         Ok((layer, true))
     }
 
-    /// Renames the staged layer directory to its place in the store (under the write lock).
-    fn rename_staged(&self, staged: &StagingDir, id: &str) -> Result<PathBuf, StoreError> {
+    /// Under the write lock: renames the staged layer directory into place, syncs `overlay/` as
+    /// the level says, then records the layer with `record` (the directory is removed again if that
+    /// fails), and reports the commit as from `start`. Returns the replaced metadata file, to be
+    /// dropped after the lock is released.
+    fn install_staged(
+        &self,
+        staged: &StagingDir,
+        id: &str,
+        start: u64,
+        record: impl FnOnce() -> Result<Option<std::fs::File>, StoreError>,
+    ) -> Result<Option<std::fs::File>, StoreError> {
         let dir = self.layer_dir(id);
         std::fs::rename(staged.path().join("layer"), &dir).map_err(|e| match e.raw_os_error() {
             Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => StoreError::Conflict(format!(
@@ -387,7 +378,17 @@ impl Store {
             )),
             _ => StoreError::io(format!("renaming staged layer to {}", dir.display()), e),
         })?;
-        Ok(dir)
+        let replaced = self
+            .durability
+            .entry_added(&self.overlay_dir())
+            .ctx(|| "syncing the overlay directory")
+            .and_then(|()| record())
+            .inspect_err(|_| {
+                let _ = sys::remove_tree(&dir);
+            })?;
+        self.emitter
+            .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());
+        Ok(replaced)
     }
 
     /// All complete layers.

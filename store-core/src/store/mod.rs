@@ -234,21 +234,31 @@ impl Store {
         }
         let cg = self.containers.read(op)?;
         let containers = self.containers.load(&cg)?;
+        Ok(!self.unrecorded(&layers, &containers)?.is_empty())
+    }
+
+    /// The entries of `overlay/` that no layer or container records (besides `staging/`).
+    fn unrecorded(
+        &self,
+        layers: &[Layer],
+        containers: &[Container],
+    ) -> Result<Vec<std::fs::DirEntry>, StoreError> {
         let known: HashSet<&str> = layers
             .iter()
             .map(|l| l.id.as_str())
             .chain(containers.iter().map(|c| c.layer.as_str()))
             .collect();
         let overlay = self.overlay_dir();
+        let mut unknown = Vec::new();
         for entry in std::fs::read_dir(&overlay).ctx(|| format!("listing {}", overlay.display()))? {
             let entry = entry.ctx(|| format!("listing {}", overlay.display()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name != "staging" && !known.contains(name.as_ref()) {
-                return Ok(true);
+                unknown.push(entry);
             }
         }
-        Ok(false)
+        Ok(unknown)
     }
 
     /// Removes what a crash left (see [`Store::needs_recovery`]) under the write locks.
@@ -273,30 +283,17 @@ impl Store {
                 let cg = self.containers.read(op)?;
                 self.containers.load(&cg)?
             };
-            let known: HashSet<&str> = layers
-                .iter()
-                .map(|l| l.id.as_str())
-                .chain(containers.iter().map(|c| c.layer.as_str()))
-                .collect();
             // Layer directories are only created or renamed in under layers.lock (write) or under
             // layers.lock (read) + containers.lock (write); with layers.lock (write) held, an unknown one
             // is an orphan from a crash between rename and record (containers.json was read under its
             // lock, and a container layer is recorded under the same hold that creates it).
-            let overlay = self.overlay_dir();
-            for entry in
-                std::fs::read_dir(&overlay).ctx(|| format!("listing {}", overlay.display()))?
-            {
-                let entry = entry.ctx(|| format!("listing {}", overlay.display()))?;
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name != "staging" && !known.contains(name.as_ref()) {
-                    let path = entry.path();
-                    let removed = match entry.file_type() {
-                        Ok(t) if t.is_dir() => sys::remove_tree(&path),
-                        _ => std::fs::remove_file(&path),
-                    };
-                    removed.ctx(|| format!("removing orphan {}", path.display()))?;
-                }
+            for entry in self.unrecorded(&layers, &containers)? {
+                let path = entry.path();
+                let removed = match entry.file_type() {
+                    Ok(t) if t.is_dir() => sys::remove_tree(&path),
+                    _ => std::fs::remove_file(&path),
+                };
+                removed.ctx(|| format!("removing orphan {}", path.display()))?;
             }
         }
         Ok(())
