@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lockbench::cli::{ComparePodmanArgs, GenArgs, OverheadArgs, PullArgs, RunArgs};
-use lockbench::scenario::{compare_podman, demo, generate, images, overhead, pull, worker};
+use lockbench::scenario::{
+    compare_podman, container, demo, generate, images, overhead, pull, worker,
+};
 use lockbench::text::one_line;
 
 #[derive(Parser)]
@@ -31,6 +33,25 @@ enum Command {
         /// Store graph root.
         #[arg(long)]
         store: std::path::PathBuf,
+    },
+    /// Create a container from an image in a store, as `podman create` does to the store.
+    Create {
+        /// Store graph root.
+        #[arg(long)]
+        store: std::path::PathBuf,
+        /// Container name.
+        #[arg(long)]
+        name: String,
+        /// Image ID or name.
+        image: String,
+    },
+    /// Remove a container and its layer, as `podman rm` does.
+    Rm {
+        /// Store graph root.
+        #[arg(long)]
+        store: std::path::PathBuf,
+        /// Container ID or name.
+        name: String,
     },
     /// Run the demo: parallel pulls plus readers per mode, then table, report.json, plots, report.html.
     Run(RunArgs),
@@ -68,6 +89,14 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Images { store } => {
             images::run(&store)?;
+            true
+        }
+        Command::Create { store, name, image } => {
+            container::create(&store, &image, &name)?;
+            true
+        }
+        Command::Rm { store, name } => {
+            container::remove(&store, &name)?;
             true
         }
         Command::Run(args) => demo::run(&args.config(command())?)?,

@@ -1,6 +1,7 @@
 //! `podman-report.json`: what `compare-podman` measured, per variant (which client pulled) and
 //! store layout.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -88,9 +89,9 @@ pub struct VariantResult {
     pub pulls: Vec<PullResult>,
     pub pull_time: Latency,
     pub throughput_mb_s: f64,
-    /// Each run of the readers' command (`podman images`, `lockbench images`) while the pulls ran,
-    /// parent clock, process start to exit, successful runs only.
-    pub readers: Latency,
+    /// Per reader command (`images`, `create`, `rm`: podman's, or lockbench's for store-core), its
+    /// runs while the pulls ran, parent clock, process start to exit, successful runs only.
+    pub readers: BTreeMap<String, Latency>,
     pub reader_errors: u64,
     /// All repetitions' kernel figures added up, locks named relative to their store.
     pub kernel_report: Option<Report>,

@@ -168,16 +168,15 @@ pub fn podman(report: &PodmanReport) -> Table {
         "kernel",
         &kernel(Mode::Write, Metric::Wait, |s| s.p99),
     );
-    row("reader runs", "parent", &|v| v.readers.count.to_string());
-    row("reader p50", "parent", &|v| {
-        dur(v.readers.count, v.readers.p50_ns)
-    });
-    row("reader p99", "parent", &|v| {
-        dur(v.readers.count, v.readers.p99_ns)
-    });
-    row("reader max", "parent", &|v| {
-        dur(v.readers.count, v.readers.max_ns)
-    });
+    for op in ["images", "create", "rm"] {
+        let of = move |v: &VariantResult| v.readers.get(op).copied().unwrap_or_default();
+        row(&format!("reader {op} p50"), "parent", &|v| {
+            dur(of(v).count, of(v).p50_ns)
+        });
+        row(&format!("reader {op} p99"), "parent", &|v| {
+            dur(of(v).count, of(v).p99_ns)
+        });
+    }
     row("failures", "", &|v| {
         (v.reader_errors + v.pulls.iter().filter(|p| p.error.is_some()).count() as u64).to_string()
     });

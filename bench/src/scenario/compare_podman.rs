@@ -6,15 +6,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use locktrace_report::{Report, ReportMeta, Source, human_duration};
 use store_core::ExtractMode;
 
 use crate::error::{Context, Error, Result};
-use crate::imagegen::GenSet;
+use crate::imagegen::{GenSet, ImageInfo};
 use crate::model::{
     Latency, PODMAN_SCHEMA, PodmanConfig, PodmanReport, PullResult, TraceMode, Variant,
     VariantResult,
@@ -24,6 +23,7 @@ use crate::prepare;
 use crate::supervise::MODE_TIMEOUT;
 use crate::supervise::chroot::RootFs;
 use crate::supervise::podman::{self as pulls, Client, ROOTFS_PODMAN};
+use crate::supervise::reader::{ReaderSamples, read_until};
 use crate::text::one_line;
 use crate::trace::{Session, Tracer, by_store_name, combine};
 
@@ -43,25 +43,6 @@ struct Cell {
     kernel_note: Option<String>,
     readers: ReaderSamples,
 }
-
-/// What the reader loops measured: each run of the reader command, timed by the parent.
-#[derive(Default)]
-struct ReaderSamples {
-    durations: Vec<u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-impl ReaderSamples {
-    fn add(&mut self, other: ReaderSamples) {
-        self.durations.extend(other.durations);
-        self.errors += other.errors;
-        self.first_error = self.first_error.take().or(other.first_error);
-    }
-}
-
-/// Pause between a reader's runs, as a user or a monitoring job would leave.
-const READER_PAUSE: Duration = Duration::from_millis(10);
 
 /// Runs every variant `repeat` times; false when a pull failed (the report is written either way).
 pub fn run(cfg: &PodmanConfig) -> Result<bool> {
@@ -96,6 +77,8 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
     let tracer = Tracer::detect(cfg.trace)?;
     let (set, _) = prepare::images(&out.join("images"), &cfg.images, cfg.quiet)?;
     prepare::warm_page_cache(&set)?;
+    // What the readers create containers from, pulled into each store before the clock starts.
+    let readers_image = prepare::base_image(&out)?;
 
     let mut failures = Vec::new();
     for repeat in 0..cfg.repeat {
@@ -103,7 +86,15 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
         let n = cells.len();
         for i in 0..n {
             let cell = &mut cells[(i + repeat) % n];
-            let errs = run_cell(cfg, &out, cell, repeat, &set, tracer.as_ref())?;
+            let errs = run_cell(
+                cfg,
+                &out,
+                cell,
+                repeat,
+                &set,
+                &readers_image,
+                tracer.as_ref(),
+            )?;
             if !cfg.quiet {
                 eprintln!(
                     "{} {} #{}: makespan {}",
@@ -123,7 +114,7 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
                 cell.variant,
                 cell.layout,
                 cell.readers.errors,
-                cell.readers.errors + cell.readers.durations.len() as u64
+                cell.readers.runs()
             ));
         }
     }
@@ -223,6 +214,7 @@ fn run_cell(
     cell: &mut Cell,
     repeat: usize,
     set: &GenSet,
+    readers_image: &ImageInfo,
     tracer: Option<&Tracer>,
 ) -> Result<Vec<String>> {
     let base = out
@@ -234,7 +226,6 @@ fn run_cell(
     if tracer.is_none() {
         cell.kernel_note = Some(cfg.trace.skip_note());
     }
-    let session = start_trace(cfg, tracer, &base, &mut cell.kernel_note)?;
     let shared = cell.layout == "shared";
     let stores: Vec<String> = (0..cfg.pulls)
         .map(|i| {
@@ -245,6 +236,12 @@ fn run_cell(
             }
         })
         .collect();
+    let create_from = if cfg.readers > 0 {
+        prepull(cell, out, &base, &stores[0], readers_image)?
+    } else {
+        String::new()
+    };
+    let session = start_trace(cfg, tracer, &base, &mut cell.kernel_note)?;
     let started = Instant::now();
     let mut running = Vec::new();
     for (i, image) in set.images.iter().take(cfg.pulls).enumerate() {
@@ -263,7 +260,12 @@ fn run_cell(
     let client = &cell.client;
     let (waited, readers) = std::thread::scope(|s| {
         let loops: Vec<_> = (0..cfg.readers)
-            .map(|_| s.spawn(|| read_until(&done, || client.reader(out, &base, &stores[0]))))
+            .map(|i| {
+                let (done, base, store) = (&done, &base, &stores[0]);
+                let label = format!("reader-{i}");
+                let image = create_from.as_str();
+                s.spawn(move || read_until(done, client, out, base, store, &label, image))
+            })
             .collect();
         let waited = pulls::wait_all(&mut running, started, MODE_TIMEOUT);
         let makespan = started.elapsed();
@@ -296,33 +298,16 @@ fn run_cell(
     Ok(errors)
 }
 
-/// Runs the reader command again and again until `done` (at least once), timing each run.
-fn read_until(done: &AtomicBool, command: impl Fn() -> Result<Command>) -> ReaderSamples {
-    let mut samples = ReaderSamples::default();
-    loop {
-        let started = Instant::now();
-        let outcome = command().and_then(|mut c| c.output().context("starting a reader"));
-        let took = started.elapsed().as_nanos() as u64;
-        match outcome {
-            Ok(o) if o.status.success() => samples.durations.push(took),
-            failed => {
-                samples.errors += 1;
-                let why = match failed {
-                    Ok(o) => format!(
-                        "exited with {}: {}",
-                        o.status,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => one_line(&e),
-                };
-                samples.first_error.get_or_insert(why);
-            }
-        }
-        if done.load(Ordering::SeqCst) {
-            return samples;
-        }
-        std::thread::sleep(READER_PAUSE);
+/// Pulls the readers' image into `base/<store>` with the cell's client, untimed and untraced;
+/// returns what to create containers from.
+fn prepull(cell: &Cell, out: &Path, base: &Path, store: &str, image: &ImageInfo) -> Result<String> {
+    let label = format!("{} readers' image", cell.variant);
+    let mut pull = vec![cell.client.spawn(out, base, label, store, image)?];
+    pulls::wait_all(&mut pull, Instant::now(), MODE_TIMEOUT)?;
+    if let Some(e) = pulls::collect(pull).1.into_iter().next() {
+        return Err(Error::Invalid(format!("pulling the readers' image: {e}")));
     }
+    cell.client.image_to_create_from(out, base, store, image)
 }
 
 /// The cell's figures over all repetitions.
@@ -339,7 +324,12 @@ fn finish(cell: Cell, cfg: &PodmanConfig) -> Result<VariantResult> {
     .into();
     let kernel_report = combine(&cell.kernel, &meta).context("adding up the kernel reports")?;
     Ok(VariantResult {
-        readers: Latency::of(&cell.readers.durations),
+        readers: cell
+            .readers
+            .ops
+            .iter()
+            .map(|(op, d)| (op.to_string(), Latency::of(d)))
+            .collect(),
         reader_errors: cell.readers.errors,
         variant: cell.variant,
         layout: cell.layout,

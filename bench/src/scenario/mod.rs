@@ -2,6 +2,7 @@
 //! compare with podman, measure tracer overhead, and the hidden worker process the demo starts.
 
 pub mod compare_podman;
+pub mod container;
 pub mod demo;
 pub mod generate;
 pub mod images;

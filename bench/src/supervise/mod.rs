@@ -5,6 +5,7 @@
 pub mod chroot;
 pub mod overhead;
 pub mod podman;
+pub mod reader;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

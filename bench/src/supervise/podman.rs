@@ -26,6 +26,28 @@ pub struct Pull<'a> {
     pub timed_out: bool,
 }
 
+/// What a reader runs against a store (see [`Client::reader`]).
+pub enum ReadOp<'a> {
+    /// List the images (and their layers).
+    Images,
+    /// Create container `name` from `image` (pre-pulled into the store; see
+    /// [`Client::image_to_create_from`]).
+    Create { name: &'a str, image: &'a str },
+    /// Remove container `name`.
+    Remove { name: &'a str },
+}
+
+impl ReadOp<'_> {
+    /// The command's name, as reports and tables show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReadOp::Images => "images",
+            ReadOp::Create { .. } => "create",
+            ReadOp::Remove { .. } => "rm",
+        }
+    }
+}
+
 /// What runs a pull.
 #[derive(Clone)]
 pub enum Client {
@@ -136,23 +158,77 @@ impl Client {
         })
     }
 
-    /// What a user runs to look at the store while pulls go on (podman issue #25862: "podman pull
-    /// locks and holds podman images"): `podman images` for podman, `lockbench images` for
-    /// store-core. Output discarded.
-    pub fn reader(&self, shared: &Path, base: &Path, store: &str) -> Result<Command> {
+    /// What a user runs against the store while pulls go on (podman issue #25862: "podman pull
+    /// locks and holds podman images / run"): `podman images|create|rm` for podman, `lockbench
+    /// images|create|rm` for store-core. Output discarded, stderr kept for the error.
+    pub fn reader(&self, shared: &Path, base: &Path, store: &str, op: &ReadOp) -> Result<Command> {
         let mut cmd = self.command(shared, base)?;
         match self {
             Client::Podman { driver, .. } => {
-                podman_store(&mut cmd, base, store, driver).args(["images", "--quiet"]);
+                podman_store(&mut cmd, base, store, driver);
+                match op {
+                    ReadOp::Images => cmd.args(["images", "--quiet"]),
+                    ReadOp::Create { name, image } => cmd
+                        .args([
+                            "create",
+                            "--name",
+                            name,
+                            "--network",
+                            "none",
+                            "--pull",
+                            "never",
+                        ])
+                        .args([image, "true"]),
+                    ReadOp::Remove { name } => cmd.args(["rm", name]),
+                };
             }
             Client::Store { .. } => {
-                cmd.args(["images", "--store"]).arg(base.join(store));
+                let store = base.join(store);
+                match op {
+                    ReadOp::Images => cmd.args(["images", "--store"]).arg(store),
+                    ReadOp::Create { name, image } => cmd
+                        .args(["create", "--store"])
+                        .arg(store)
+                        .args(["--name", name, image]),
+                    ReadOp::Remove { name } => cmd.args(["rm", "--store"]).arg(store).arg(name),
+                };
             }
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         Ok(cmd)
+    }
+
+    /// What to create containers from after `image` was pulled into the (otherwise empty) store
+    /// `base/<store>`: its name for store-core (`lockbench pull DIR:TAG` names it after the tag),
+    /// its ID as podman lists it for podman (podman 4.3 names an `oci:DIR:TAG` pull
+    /// `localhost/DIR:TAG`, 5.8 `docker.io/library/TAG:TAG`).
+    pub fn image_to_create_from(
+        &self,
+        shared: &Path,
+        base: &Path,
+        store: &str,
+        image: &ImageInfo,
+    ) -> Result<String> {
+        let Client::Podman { driver, .. } = self else {
+            return Ok(image.tag.clone());
+        };
+        let mut cmd = self.command(shared, base)?;
+        let out = podman_store(&mut cmd, base, store, driver)
+            .args(["images", "--quiet", "--no-trunc"])
+            .output()
+            .context("running podman images")?;
+        let listed = String::from_utf8_lossy(&out.stdout);
+        match listed.lines().next() {
+            Some(id) if out.status.success() && !id.trim().is_empty() => Ok(id.trim().to_string()),
+            _ => Err(Error::Invalid(format!(
+                "podman images lists no image after pulling {} ({}): {}",
+                image.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
     }
 
     /// The runroot of `store` as seen from the host (inside the rootfs for a chrooted podman).

@@ -1,0 +1,104 @@
+//! compare-podman's reader loops: while the pulls run, what a user runs against the store (list
+//! images; create a container and remove it again), one process per command, each timed by the
+//! parent from start to exit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::Context;
+use crate::supervise::podman::{Client, ReadOp};
+use crate::text::one_line;
+
+/// Pause between a reader's rounds, as a user or a monitoring job would leave.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// What reader loops measured: per command (`images`, `create`, `rm`), the durations of its
+/// successful runs; failed runs counted, the first one's error kept.
+#[derive(Default)]
+pub struct ReaderSamples {
+    pub ops: BTreeMap<&'static str, Vec<u64>>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl ReaderSamples {
+    pub fn add(&mut self, other: ReaderSamples) {
+        for (op, durations) in other.ops {
+            self.ops.entry(op).or_default().extend(durations);
+        }
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
+    /// All runs, failed ones included.
+    pub fn runs(&self) -> u64 {
+        self.errors + self.ops.values().map(|d| d.len() as u64).sum::<u64>()
+    }
+
+    /// Runs `op` once, timed; false when it failed.
+    fn run(
+        &mut self,
+        client: &Client,
+        shared: &Path,
+        base: &Path,
+        store: &str,
+        op: &ReadOp,
+    ) -> bool {
+        let started = Instant::now();
+        let outcome = client.reader(shared, base, store, op).and_then(|mut c| {
+            c.output()
+                .with_context(|| format!("starting {}", op.name()))
+        });
+        let took = started.elapsed().as_nanos() as u64;
+        let why = match outcome {
+            Ok(o) if o.status.success() => {
+                self.ops.entry(op.name()).or_default().push(took);
+                return true;
+            }
+            Ok(o) => format!(
+                "{} exited with {}: {}",
+                op.name(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => one_line(&e),
+        };
+        self.errors += 1;
+        self.first_error.get_or_insert(why);
+        false
+    }
+}
+
+/// One reader: rounds of images, create (container `<label>-<round>` from `image`, see
+/// [`Client::image_to_create_from`]), rm, until `done` (at least one round), against `base/<store>`.
+pub fn read_until(
+    done: &AtomicBool,
+    client: &Client,
+    shared: &Path,
+    base: &Path,
+    store: &str,
+    label: &str,
+    image: &str,
+) -> ReaderSamples {
+    let mut samples = ReaderSamples::default();
+    for round in 0.. {
+        let name = format!("{label}-{round}");
+        samples.run(client, shared, base, store, &ReadOp::Images);
+        if samples.run(
+            client,
+            shared,
+            base,
+            store,
+            &ReadOp::Create { name: &name, image },
+        ) {
+            samples.run(client, shared, base, store, &ReadOp::Remove { name: &name });
+        }
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(PAUSE);
+    }
+    samples
+}
