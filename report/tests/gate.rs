@@ -511,6 +511,22 @@ fn relative_budgets_take_their_limit_from_the_reference() {
         Metric::Hold,
         &spread(10, 1_000, 2_000),
     )]);
+    // A limit from fewer reference samples than --min-samples decides nothing.
+    let few = evaluate(
+        &current,
+        &GateConfig {
+            budgets: budgets(&["layers.lock:write:hold:p99<=1x"]),
+            reference: Some(&layers_only),
+            min_samples: 20,
+            ..GateConfig::default()
+        },
+    );
+    assert_eq!(few.verdict, Verdict::Inconclusive, "{}", few.render_text());
+    assert!(
+        few.render_text().contains("reference has only 10 samples"),
+        "{}",
+        few.render_text()
+    );
     let other = gate(&["images.lock:read:wait:p99<=1x"], Some(&layers_only));
     assert_eq!(other.verdict, Verdict::Error, "{}", other.render_text());
     assert!(

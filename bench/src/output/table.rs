@@ -122,7 +122,7 @@ pub fn podman(report: &PodmanReport) -> Table {
     row("client", "", &|v| {
         v.client.trim_start_matches("podman version ").to_string()
     });
-    row("makespan (median)", "parent", &|v| {
+    row("makespan (p50 of runs)", "parent", &|v| {
         human_duration(v.makespan_ns)
     });
     row("pull time p50", "parent", &|v| {

@@ -50,9 +50,12 @@ pub fn run(cfg: &PodmanConfig) -> Result<bool> {
     let out = out
         .canonicalize()
         .with_context(|| format!("resolving {}", out.display()))?;
+    // The staged podman's /run: one for the whole run, fresh each run.
+    let run_dir = out.join("podman").join("rootfs-run");
+    let _ = fs::remove_dir_all(&run_dir);
     let mut cells = Vec::new();
     for &variant in &cfg.variants {
-        let client = client(cfg, variant)?;
+        let client = client(cfg, variant, &run_dir)?;
         let version = client
             .version(&out)
             .map_err(|e| Error::Invalid(format!("{variant}: {e}")))?;
@@ -145,7 +148,7 @@ fn layouts(cfg: &PodmanConfig) -> Vec<&'static str> {
 }
 
 /// The client of `variant`, checked to be there.
-fn client(cfg: &PodmanConfig, variant: Variant) -> Result<Client> {
+fn client(cfg: &PodmanConfig, variant: Variant, run_dir: &Path) -> Result<Client> {
     match variant {
         Variant::PodmanOld => {
             let bin = which::which(&cfg.podman).map_err(|_| {
@@ -169,7 +172,8 @@ fn client(cfg: &PodmanConfig, variant: Variant) -> Result<Client> {
                 )
             })?;
             let rootfs = RootFs::open(root, ROOTFS_PODMAN)
-                .map_err(|e| Error::Invalid(format!("podman-staged: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("podman-staged: {e}")))?
+                .with_run_dir(run_dir)?;
             Ok(Client::Podman {
                 bin: PathBuf::from(ROOTFS_PODMAN),
                 rootfs: Some(rootfs),
@@ -236,6 +240,11 @@ fn run_cell(
             }
         })
         .collect();
+    let _scratch = Scratch {
+        base: base.clone(),
+        stores: stores.clone(),
+        client: cell.client.clone(),
+    };
     let create_from = if cfg.readers > 0 {
         prepull(cell, out, &base, &stores[0], readers_image)?
     } else {
@@ -288,14 +297,26 @@ fn run_cell(
     }
     cell.bytes += results.iter().map(|r| r.bytes).sum::<u64>();
     cell.pulls.extend(results);
-    // The stores are large and not looked at again.
-    for store in &stores {
-        let _ = fs::remove_dir_all(base.join(store));
-        if let Some(runroot) = cell.client.host_runroot(store) {
-            let _ = fs::remove_dir_all(runroot);
+    Ok(errors)
+}
+
+/// A repetition's stores (and podman runroots): large and not looked at again, so removed when the
+/// repetition ends, however it ends.
+struct Scratch {
+    base: PathBuf,
+    stores: Vec<String>,
+    client: Client,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for store in &self.stores {
+            let _ = fs::remove_dir_all(self.base.join(store));
+            if let Some(runroot) = self.client.host_runroot(store) {
+                let _ = fs::remove_dir_all(runroot);
+            }
         }
     }
-    Ok(errors)
 }
 
 /// Pulls the readers' image into `base/<store>` with the cell's client, untimed and untraced;

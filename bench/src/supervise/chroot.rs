@@ -1,6 +1,6 @@
 //! Running a program of another Debian's rootfs (podman 5.8 from sid) on this host: chrooted, in a
-//! mount namespace of its own where /proc, /sys, /dev, a fresh /run and the run's own directory are
-//! mounted. The mounts live and die with that namespace, so nothing is left mounted on the host when
+//! mount namespace of its own where /proc, /sys, /dev, a /run of its own and the run's own directory
+//! are mounted. The mounts live and die with that namespace, so nothing is left mounted on the host when
 //! the program exits, fails, or is killed along with lockbench.
 //!
 //! The run's directory is bound at the same path inside the rootfs, so every path (stores, images,
@@ -19,6 +19,9 @@ use crate::error::{Context, Error, Result};
 #[derive(Debug, Clone)]
 pub struct RootFs {
     root: PathBuf,
+    /// Bound on the rootfs's /run, the same for every program run: podman keeps its `alive` file
+    /// there and, finding none, believes the machine rebooted and refreshes all its state.
+    run: Option<PathBuf>,
 }
 
 /// One mount(2) call, its strings made before fork (the child may not allocate).
@@ -47,7 +50,15 @@ impl RootFs {
                 root.display()
             )));
         }
-        Ok(RootFs { root })
+        Ok(RootFs { root, run: None })
+    }
+
+    /// Bind `dir` (created if needed) on the rootfs's /run for every program run from now on,
+    /// instead of a tmpfs of its own per program.
+    pub fn with_run_dir(mut self, dir: &Path) -> Result<RootFs> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.run = Some(dir.to_path_buf());
+        Ok(self)
     }
 
     /// Where the host sees the rootfs's `path`.
@@ -73,11 +84,19 @@ impl RootFs {
             bind(Path::new("/proc"), true)?,
             bind(Path::new("/sys"), true)?,
             bind(Path::new("/dev"), true)?,
-            Mount {
-                source: CString::from(c"tmpfs"),
-                target: cstring(&inside(Path::new("/run")))?,
-                fstype: Some(CString::from(c"tmpfs")),
-                flags: 0,
+            match &self.run {
+                Some(dir) => Mount {
+                    source: cstring(dir)?,
+                    target: cstring(&inside(Path::new("/run")))?,
+                    fstype: None,
+                    flags: libc::MS_BIND,
+                },
+                None => Mount {
+                    source: CString::from(c"tmpfs"),
+                    target: cstring(&inside(Path::new("/run")))?,
+                    fstype: Some(CString::from(c"tmpfs")),
+                    flags: 0,
+                },
             },
             bind(shared, false)?,
         ];

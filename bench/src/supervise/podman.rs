@@ -26,6 +26,16 @@ pub struct Pull<'a> {
     pub timed_out: bool,
 }
 
+impl Drop for Pull<'_> {
+    /// A pull never waited for (its run failed early) is killed rather than left running.
+    fn drop(&mut self) {
+        if self.took.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// What a reader runs against a store (see [`Client::reader`]).
 pub enum ReadOp<'a> {
     /// List the images (and their layers).
@@ -311,7 +321,7 @@ pub fn collect(pulls: Vec<Pull>) -> (Vec<PullResult>, Vec<String>) {
         errors.extend(error.clone());
         let ok = error.is_none();
         results.push(PullResult {
-            worker: p.label,
+            worker: p.label.clone(),
             image: p.image.name.clone(),
             repeat: 0,
             pid: p.child.id(),

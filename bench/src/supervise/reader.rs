@@ -3,16 +3,23 @@
 //! parent from start to exit.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::Context;
+use crate::error::{Context, Result};
 use crate::supervise::podman::{Client, ReadOp};
 use crate::text::one_line;
 
 /// Pause between a reader's rounds, as a user or a monitoring job would leave.
 const PAUSE: Duration = Duration::from_millis(10);
+/// How often a running reader command is checked: its time is measured to within this.
+const POLL: Duration = Duration::from_micros(250);
+/// Longest one reader command may take before it is killed (a pull of the locked variants can
+/// hold the store for many seconds; a minute is hung).
+const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What reader loops measured: per command (`images`, `create`, `rm`), the durations of its
 /// successful runs; failed runs counted, the first one's error kept.
@@ -37,7 +44,8 @@ impl ReaderSamples {
         self.errors + self.ops.values().map(|d| d.len() as u64).sum::<u64>()
     }
 
-    /// Runs `op` once, timed; false when it failed.
+    /// Runs `op` once, timed; false when it failed. One that runs longer than [`TIMEOUT`] is
+    /// killed and counted as failed, so a hung command cannot hang the run.
     fn run(
         &mut self,
         client: &Client,
@@ -47,27 +55,52 @@ impl ReaderSamples {
         op: &ReadOp,
     ) -> bool {
         let started = Instant::now();
-        let outcome = client.reader(shared, base, store, op).and_then(|mut c| {
-            c.output()
-                .with_context(|| format!("starting {}", op.name()))
-        });
+        let outcome = client
+            .reader(shared, base, store, op)
+            .and_then(|mut c| c.spawn().with_context(|| format!("starting {}", op.name())))
+            .and_then(|child| finish(child, started, op));
         let took = started.elapsed().as_nanos() as u64;
         let why = match outcome {
-            Ok(o) if o.status.success() => {
+            Ok(None) => {
                 self.ops.entry(op.name()).or_default().push(took);
                 return true;
             }
-            Ok(o) => format!(
-                "{} exited with {}: {}",
-                op.name(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
+            Ok(Some(why)) => why,
             Err(e) => one_line(&e),
         };
         self.errors += 1;
         self.first_error.get_or_insert(why);
         false
+    }
+}
+
+/// Waits for a reader command (killing it at [`TIMEOUT`]); `Some(why)` when it failed.
+fn finish(mut child: Child, started: Instant, op: &ReadOp) -> Result<Option<String>> {
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for a reader")? {
+            if status.success() {
+                return Ok(None);
+            }
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            return Ok(Some(format!(
+                "{} exited with {status}: {}",
+                op.name(),
+                stderr.trim()
+            )));
+        }
+        if started.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(Some(format!(
+                "{} did not finish within {}s and was killed",
+                op.name(),
+                TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(POLL);
     }
 }
 

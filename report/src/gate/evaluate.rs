@@ -213,7 +213,7 @@ fn check_budget(report: &Report, budget: &Budget, config: &GateConfig, out: &mut
                         .as_ref()
                         .and_then(|locks| locks.get(named.lock.key.name.as_str()))
                         .and_then(|l| l.lock.modes.get(mode))
-                        .map(|m| stat.of(&m.metric(budget.metric).summary));
+                        .map(|m| &m.metric(budget.metric).summary);
                     let Some(base) = base else {
                         out.push(unmeasured(format!(
                             "budget {} on {at}: the reference report has no {at}",
@@ -221,6 +221,26 @@ fn check_budget(report: &Report, budget: &Budget, config: &GateConfig, out: &mut
                         )));
                         continue;
                     };
+                    // A limit from too few reference samples decides nothing.
+                    if stat.is_duration() && base.count < min_samples {
+                        out.push(Check {
+                            name: budget.expr.clone(),
+                            verdict: Verdict::Inconclusive,
+                            message: format!(
+                                "budget {} on {at}: the reference has only {} samples (need \
+                                 {min_samples})",
+                                budget.expr, base.count
+                            ),
+                            subject: Subject::UnmeasuredBudget {
+                                mode: Some(*mode),
+                                metric: budget.metric,
+                                statistic: stat,
+                                limit: None,
+                            },
+                        });
+                        continue;
+                    }
+                    let base = stat.of(base);
                     let n = (factor * base as f64).round() as u64;
                     let text = format!(
                         "{} {} ({factor} x the reference's {})",

@@ -7,6 +7,7 @@ use std::path::Path;
 use super::{Store, find, mkdir, move_aside};
 use crate::archive::{self, Digests};
 use crate::error::{IoContext, StoreError};
+use crate::lockfile::WriteGuard;
 use crate::observer::{EventKind, Op, monotonic_ns};
 use crate::options::ExtractMode;
 use crate::record::{IdMap, Layer, LayerRequest, validate_id, validate_name};
@@ -321,7 +322,7 @@ impl Store {
             return Ok(None);
         }
         let replaced =
-            self.install_staged(staged, id, start, || self.layers.commit(&g, prepared))?;
+            self.install_staged(&g, staged, id, start, || self.layers.commit(&g, prepared))?;
         drop(g);
         drop(replaced);
         Ok(Some((layer.clone(), true)))
@@ -352,19 +353,20 @@ impl Store {
         }
         layers.push(layer.clone());
         let replaced =
-            self.install_staged(&staged, id, start, || self.layers.save(&g, layers, tmp))?;
+            self.install_staged(&g, &staged, id, start, || self.layers.save(&g, layers, tmp))?;
         drop(g);
         drop(replaced);
         drop(staged);
         Ok((layer, true))
     }
 
-    /// Under the write lock: renames the staged layer directory into place, syncs `overlay/` as
+    /// Under the write lock `g`: renames the staged layer directory into place, syncs `overlay/` as
     /// the level says, then records the layer with `record` (the directory is removed again if that
-    /// fails), and reports the commit as from `start`. Returns the replaced metadata file, to be
-    /// dropped after the lock is released.
+    /// fails before the record is in place), and reports the commit as from `start`. Returns the
+    /// replaced metadata file, to be dropped after the lock is released.
     fn install_staged(
         &self,
+        g: &WriteGuard,
         staged: &StagingDir,
         id: &str,
         start: u64,
@@ -384,7 +386,15 @@ impl Store {
             .ctx(|| "syncing the overlay directory")
             .and_then(|()| record())
             .inspect_err(|_| {
-                let _ = sys::remove_tree(&dir);
+                // A sync that failed after the rename leaves the layer recorded: its directory
+                // stays. When unsure, it stays too (recovery removes it if nothing records it).
+                let recorded = self
+                    .layers
+                    .load(g)
+                    .map_or(true, |layers| layers.iter().any(|l| l.id == id));
+                if !recorded {
+                    let _ = sys::remove_tree(&dir);
+                }
             })?;
         self.emitter
             .emit(Op::CreateLayer, EventKind::Commit, start, monotonic_ns());

@@ -225,14 +225,19 @@ impl Store {
         let _storage = self.storage_lock.read(op)?;
         let lg = self.layers.read(op)?;
         let layers = self.layers.load(&lg)?;
-        if layers.iter().any(|l| l.incomplete)
-            || self.layers.has_leftover()
-            || self.images.has_leftover()
-            || self.containers.has_leftover()
-        {
+        if layers.iter().any(|l| l.incomplete) || self.layers.has_leftover() {
+            return Ok(true);
+        }
+        // Each temp file is looked for under its file's read lock: a live writer's (every pull
+        // writes images.json) is then never mistaken for a dead one's.
+        let _images = self.images.read(op)?;
+        if self.images.has_leftover() {
             return Ok(true);
         }
         let cg = self.containers.read(op)?;
+        if self.containers.has_leftover() {
+            return Ok(true);
+        }
         let containers = self.containers.load(&cg)?;
         Ok(!self.unrecorded(&layers, &containers)?.is_empty())
     }
