@@ -17,6 +17,7 @@ pub mod imagegen;
 pub mod model;
 pub mod output;
 pub mod prepare;
+pub mod process;
 pub mod progress;
 pub mod protocol;
 pub mod reference;

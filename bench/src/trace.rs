@@ -10,6 +10,7 @@ use locktrace_report::{LockKey, Report, ReportError, ReportMeta};
 
 use crate::error::{Context, Error, Result};
 use crate::model::{TraceMode, lock_name};
+use crate::process;
 use crate::text::log_tail;
 use crate::tools;
 
@@ -104,23 +105,16 @@ impl Session {
 
     /// Stops the tracer with SIGINT (it then writes its report) and reads the report.
     pub fn stop(mut self) -> Result<Report> {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.try_wait()? {
-                break status;
-            }
-            if started.elapsed() > STOP_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(Error::Tracer(format!(
-                    "locktrace record did not stop within {}s{}",
-                    STOP_TIMEOUT.as_secs(),
-                    self.log_tail()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        process::interrupt(&self.child);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let waited = process::wait_until(&mut self.child, deadline, Duration::from_millis(20))
+            .context("waiting for locktrace record")?;
+        let Some(status) = waited else {
+            return Err(Error::Tracer(format!(
+                "locktrace record did not stop within {}s{}",
+                STOP_TIMEOUT.as_secs(),
+                self.log_tail()
+            )));
         };
         if !status.success() {
             return Err(Error::Tracer(format!(

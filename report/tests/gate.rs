@@ -1,6 +1,6 @@
 mod common;
 
-use common::{hold_summary, report, spread, two_stores};
+use common::{hold_summary, report, sample_report, spread, two_stores};
 use locktrace_report::gate::{
     Baseline, Budget, CheckKind, CmpOp, GateConfig, Limit, Verdict, evaluate, parse_budgets,
     parse_duration,
@@ -9,28 +9,6 @@ use locktrace_report::{Metric, Mode, Report, Statistic};
 
 fn budgets(exprs: &[&str]) -> Vec<Budget> {
     exprs.iter().map(|e| e.parse().unwrap()).collect()
-}
-
-/// layers.lock: write hold 1..=100ms spread (p99 ≈ 99ms), write wait 1µs..1ms; images.lock: read wait.
-fn sample_report(scale: u64) -> Report {
-    let hold = spread(1000, 1_000_000 * scale, 100_000_000 * scale);
-    let wait = spread(200, 1_000, 1_000_000);
-    let img = spread(30, 500, 50_000);
-    report(&[
-        (
-            "overlay-layers/layers.lock",
-            Mode::Write,
-            Metric::Hold,
-            &hold,
-        ),
-        (
-            "overlay-layers/layers.lock",
-            Mode::Write,
-            Metric::Wait,
-            &wait,
-        ),
-        ("overlay-images/images.lock", Mode::Read, Metric::Wait, &img),
-    ])
 }
 
 #[test]

@@ -3,30 +3,9 @@
 
 mod common;
 
-use common::{report, spread, two_stores};
+use common::{report, sample_report, spread, two_stores};
 use locktrace_report::gate::{Baseline, Budget, GateConfig, evaluate};
 use locktrace_report::{Metric, Mode, Report};
-
-fn sample(scale: u64) -> Report {
-    let hold = spread(1000, 1_000_000 * scale, 100_000_000 * scale);
-    let wait = spread(200, 1_000, 1_000_000);
-    let img = spread(30, 500, 50_000);
-    report(&[
-        (
-            "overlay-layers/layers.lock",
-            Mode::Write,
-            Metric::Hold,
-            &hold,
-        ),
-        (
-            "overlay-layers/layers.lock",
-            Mode::Write,
-            Metric::Wait,
-            &wait,
-        ),
-        ("overlay-images/images.lock", Mode::Read, Metric::Wait, &img),
-    ])
-}
 
 fn budgets(exprs: &[&str]) -> Vec<Budget> {
     exprs.iter().map(|e| e.parse().unwrap()).collect()
@@ -41,9 +20,9 @@ fn against(report: &Report, tolerance_pct: f64) -> Option<Baseline<'_>> {
 
 #[test]
 fn text_json_and_junit_output_is_unchanged() {
-    let base = sample(1);
-    let slow = sample(2);
-    let mut dropped = sample(1);
+    let base = sample_report(1);
+    let slow = sample_report(2);
+    let mut dropped = sample_report(1);
     dropped.meta.drops.ringbuf_lost = 3;
     let fewer = report(&[(
         "overlay-layers/layers.lock",

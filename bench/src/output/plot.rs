@@ -195,14 +195,7 @@ fn reader_latency(samples: &[ModeSamples]) -> Result<Option<Plot>> {
                 .label(mode.to_string())
                 .legend(move |(x, y)| Circle::new((x + 8, y), 3, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        legend(&mut chart)
     })?;
     Ok(Some(Plot {
         title,
@@ -289,14 +282,7 @@ fn timeline(s: &ModeSamples) -> Result<Option<Plot>> {
                 ))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 14, y + 4)], style));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        legend(&mut chart)
     })?;
     Ok(Some(Plot {
         title,
@@ -306,6 +292,19 @@ fn timeline(s: &ModeSamples) -> Result<Option<Plot>> {
 }
 
 /// `name` is the lock file `file` (a basename, or a path ending in `/file`), not `xfile`.
+/// The series labels, top right, over a translucent white box.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
+}
+
 fn is_lock(name: &str, file: &str) -> bool {
     name == file
         || name

@@ -12,6 +12,7 @@ use locktrace_report::{Mode, Report};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
+use crate::process;
 use crate::text::log_tail;
 use crate::tools;
 
@@ -367,19 +368,12 @@ impl Script {
 
     /// SIGINT: bpftrace prints its maps and exits. Returns everything the script printed.
     fn stop(&mut self) -> Result<String> {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.try_wait()? {
-                break status;
-            }
-            if started.elapsed() > STOP_TIMEOUT {
-                return Err(
-                    self.failed(&format!("did not stop within {}s", STOP_TIMEOUT.as_secs()))
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        process::interrupt(&self.child);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let waited = process::wait_until(&mut self.child, deadline, Duration::from_millis(20))
+            .with_context(|| format!("waiting for {}", self.name))?;
+        let Some(status) = waited else {
+            return Err(self.failed(&format!("did not stop within {}s", STOP_TIMEOUT.as_secs())));
         };
         if !status.success() {
             return Err(self.failed(&format!("failed ({status})")));

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Result};
+use crate::process;
 use crate::supervise::podman::{Client, ReadOp};
 use crate::text::one_line;
 
@@ -76,32 +77,27 @@ impl ReaderSamples {
 
 /// Waits for a reader command (killing it at [`TIMEOUT`]); `Some(why)` when it failed.
 fn finish(mut child: Child, started: Instant, op: &ReadOp) -> Result<Option<String>> {
-    loop {
-        if let Some(status) = child.try_wait().context("waiting for a reader")? {
-            if status.success() {
-                return Ok(None);
-            }
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = pipe.read_to_string(&mut stderr);
-            }
-            return Ok(Some(format!(
-                "{} exited with {status}: {}",
-                op.name(),
-                stderr.trim()
-            )));
-        }
-        if started.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(Some(format!(
-                "{} did not finish within {}s and was killed",
-                op.name(),
-                TIMEOUT.as_secs()
-            )));
-        }
-        std::thread::sleep(POLL);
+    let waited =
+        process::wait_until(&mut child, started + TIMEOUT, POLL).context("waiting for a reader")?;
+    let Some(status) = waited else {
+        return Ok(Some(format!(
+            "{} did not finish within {}s and was killed",
+            op.name(),
+            TIMEOUT.as_secs()
+        )));
+    };
+    if status.success() {
+        return Ok(None);
     }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    Ok(Some(format!(
+        "{} exited with {status}: {}",
+        op.name(),
+        stderr.trim()
+    )))
 }
 
 /// One reader: rounds of images, create (container `<label>-<round>` from `image`, see

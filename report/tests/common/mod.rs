@@ -85,3 +85,25 @@ pub fn spread(n: u64, lo: u64, hi: u64) -> Vec<u64> {
         .map(|i| lo + (hi - lo) * i / n.max(2).saturating_sub(1).max(1))
         .collect()
 }
+
+/// layers.lock: write hold 1..=100ms spread (p99 ≈ 99ms), write wait 1µs..1ms; images.lock: read wait.
+pub fn sample_report(scale: u64) -> Report {
+    let hold = spread(1000, 1_000_000 * scale, 100_000_000 * scale);
+    let wait = spread(200, 1_000, 1_000_000);
+    let img = spread(30, 500, 50_000);
+    report(&[
+        (
+            "overlay-layers/layers.lock",
+            Mode::Write,
+            Metric::Hold,
+            &hold,
+        ),
+        (
+            "overlay-layers/layers.lock",
+            Mode::Write,
+            Metric::Wait,
+            &wait,
+        ),
+        ("overlay-images/images.lock", Mode::Read, Metric::Wait, &img),
+    ])
+}

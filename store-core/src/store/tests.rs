@@ -30,18 +30,25 @@ fn req(id: &str, parent: Option<&str>) -> LayerRequest {
 /// The syncs one layer creation in `mode` issues at `level` (on a store with a parent layer already).
 fn syncs_of_create(level: SyncLevel, mode: ExtractMode) -> Vec<SyncCall> {
     let tmp = tempfile::tempdir().unwrap();
+    let store = store_with_base(tmp.path(), level);
+    store
+        .create_layer_with_mode(&req("child", Some("base")), &tar_of_one_file()[..], mode)
+        .unwrap();
+    store.durability.take_log()
+}
+
+/// A store at `root` syncing at `level` with one layer, `base`, and an empty sync log.
+fn store_with_base(root: &std::path::Path, level: SyncLevel) -> Store {
     let opts = StoreOptions {
         sync: level,
         ..StoreOptions::default()
     };
-    let store = Store::open(tmp.path(), opts).unwrap();
-    let tar = tar_of_one_file();
-    store.create_layer(&req("base", None), &tar[..]).unwrap();
+    let store = Store::open(root, opts).unwrap();
+    store
+        .create_layer(&req("base", None), &tar_of_one_file()[..])
+        .unwrap();
     store.durability.take_log();
     store
-        .create_layer_with_mode(&req("child", Some("base")), &tar[..], mode)
-        .unwrap();
-    store.durability.take_log()
 }
 
 #[test]
@@ -84,14 +91,7 @@ fn sync_filesystem_makes_contents_durable_before_the_layer_is_recorded() {
 #[test]
 fn every_metadata_file_is_synced_at_metadata_level() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        sync: SyncLevel::Metadata,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(tmp.path(), opts).unwrap();
-    let tar = tar_of_one_file();
-    store.create_layer(&req("base", None), &tar[..]).unwrap();
-    store.durability.take_log();
+    let store = store_with_base(tmp.path(), SyncLevel::Metadata);
     store
         .create_image(&"1".repeat(64), Some("base"), &["img".into()], None)
         .unwrap();
