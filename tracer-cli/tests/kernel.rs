@@ -1,5 +1,5 @@
 //! Kernel tests: the real eBPF programs, attached for real, checked against workloads with their own
-//! clocks (src/bin/lockload.rs). They need root and tracefs; `cargo xtask test` sets
+//! clocks (src/bin/lockload/). They need root and tracefs; `cargo xtask test` sets
 //! LOCKTRACE_REQUIRE_KERNEL_TESTS where those are present, and then a skip is a failure.
 
 use std::{

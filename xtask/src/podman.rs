@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{debian, setup};
 
-/// The first podman release with staged layer creation.
+/// The first podman release with staged layer creation; `lockbench compare-podman` checks the
+/// podman it runs against the same bound (bench/src/scenario/compare_podman.rs).
 const MIN_VERSION: (u32, u32) = (5, 8);
 const SUITE: &str = "sid";
 const APT_PACKAGES: &[(&str, &str)] = &[

@@ -114,7 +114,8 @@ pub fn podman(report: &PodmanReport, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_json(value: &impl Serialize, path: &Path, what: &str) -> Result<()> {
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json(value: &impl Serialize, path: &Path, what: &str) -> Result<()> {
     let text = serde_json::to_vec_pretty(value).with_context(|| format!("serializing {what}"))?;
     write_atomic(path, &text).with_context(|| format!("writing {}", path.display()))
 }

@@ -27,7 +27,8 @@ use crate::supervise::reader::{ReaderSamples, read_until};
 use crate::text::one_line;
 use crate::trace::{Session, Tracer, by_store_name, combine};
 
-/// The first podman release with staged layer creation (containers/storage PR #378, backported).
+/// The first podman release with staged layer creation (containers/storage PR #378, backported);
+/// `cargo xtask setup-podman` refuses an older one with the same bound (xtask/src/podman.rs).
 const STAGED_PODMAN: (u32, u32) = (5, 8);
 
 /// One variant in one store layout, over all repetitions.

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use locktrace_report::write_atomic;
 use serde::Serialize;
 
 use crate::error::{Context, Error, Result};
+use crate::model::kernel_release;
+use crate::output;
 use crate::prepare;
 use crate::supervise::overhead::{self as tracers, LOCK_FILE, LoopRun, Tools, Variant};
 use crate::text::one_line;
@@ -187,8 +188,7 @@ pub fn run(cfg: &OverheadConfig) -> Result<bool> {
 
     let report = summarize(cfg, &lock, &runs);
     let path = out.join("overhead.json");
-    let json = serde_json::to_vec_pretty(&report).context("serializing overhead.json")?;
-    write_atomic(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+    output::write_json(&report, &path, "overhead.json")?;
     println!("{}", table(&report));
     for v in &report.variants {
         if let (Status::Failed, Some(why)) = (&v.status, &v.reason) {
@@ -246,9 +246,7 @@ fn summarize(cfg: &OverheadConfig, lock: &Path, runs: &HashMap<Variant, Runs>) -
     OverheadReport {
         schema: OVERHEAD_SCHEMA,
         command: cfg.command.clone(),
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-            .ok()
-            .map(|s| s.trim().to_string()),
+        kernel: kernel_release(),
         cycles: cfg.cycles,
         warmup: runs
             .values()

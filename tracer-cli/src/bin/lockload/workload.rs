@@ -1,14 +1,5 @@
-//! lockload: a lock workload with its own clock, the ground truth the tracer is checked against.
-//!
-//! `lockload hold` takes one fcntl lock, holds it for a set time, releases it one of the four ways the
-//! kernel knows, and prints what it measured itself as one JSON line. `lockload scenario` runs a fixed
-//! contention pattern of such processes and writes every process's figures to a truth file.
-//! `lockload blockers` is one known holder that makes read-lock `hold` processes wait behind it.
-//! `lockload nest` takes --first, then --second while holding it (a lock order).
-//! `lockload cycles` is the uncontended open + lock + close loop `lockbench overhead` times.
-//!
-//!     lockload hold --path /tmp/x.lock --hold 20ms
-//!     sudo locktrace record --path /tmp/x.lock -- lockload scenario --path /tmp/x.lock --truth t.json
+//! lockload's workloads: the lock calls, holds and releases, each measured by lockload's own
+//! clock (the ground truth), and the processes that run them. `main.rs` parses the command line.
 
 use std::{
     ffi::CString,
@@ -20,83 +11,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
-
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Take one lock, hold it, release it, print own timings.
-    Hold(HoldArgs),
-    /// Run `hold --release exit` as a child and bound the release by the moment the child is reaped.
-    ExitHold {
-        #[arg(long)]
-        path: PathBuf,
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "30ms")]
-        hold: Duration,
-    },
-    /// Lock and unlock an uncontended file in a tight loop; print the cost per pair (tracer overhead).
-    Loop {
-        #[arg(long)]
-        path: PathBuf,
-        #[arg(long, default_value_t = 100_000)]
-        count: u64,
-    },
-    /// N times: open --path, take a write lock on the whole file (F_SETLKW), close it; after
-    /// WARMUP_CYCLES untimed ones. Prints its own elapsed time for the N as one JSON line (the
-    /// loop `lockbench overhead` runs untraced and under each tracer).
-    Cycles {
-        #[arg(long)]
-        path: PathBuf,
-        #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
-        cycles: u64,
-    },
-    /// Take a write lock on --first, then one on --second while still holding the first, then
-    /// release both (second, then first). Prints this process's pid as one JSON line.
-    Nest {
-        #[arg(long)]
-        first: PathBuf,
-        #[arg(long)]
-        second: PathBuf,
-    },
-    /// Exec COMMAND from a second thread after writing that thread's ID to --tid-file: the kernel
-    /// hands the thread the process's PID and frees the ID it had (what a Go program like podman
-    /// can do).
-    ThreadExec {
-        #[arg(long)]
-        tid_file: PathBuf,
-        #[arg(trailing_var_arg = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Run a contention scenario of `hold` processes and write their timings to --truth.
-    Scenario {
-        #[arg(long)]
-        path: PathBuf,
-        #[arg(long)]
-        truth: PathBuf,
-        /// Hold durations of the contended rounds.
-        #[arg(long, value_delimiter = ',', default_value = "1ms,20ms,200ms", value_parser = humantime::parse_duration)]
-        holds: Vec<Duration>,
-    },
-    /// Be the one holder: for each hold duration take a write lock, start --waiters read-lock
-    /// `hold` processes, wait until every one is blocked on the lock, hold for the duration and
-    /// unlock. Writes this process's pid and the waiters' own figures to --truth.
-    Blockers {
-        #[arg(long)]
-        path: PathBuf,
-        #[arg(long)]
-        truth: PathBuf,
-        #[arg(long, default_value_t = 3)]
-        waiters: usize,
-        #[arg(long, value_delimiter = ',', default_value = "20ms,100ms", value_parser = humantime::parse_duration)]
-        holds: Vec<Duration>,
-    },
-}
 
 /// What `lockload blockers` writes: who held the lock, and every wait behind it.
 #[derive(Serialize, Deserialize, Debug)]
@@ -106,7 +22,7 @@ pub struct BlockersTruth {
 }
 
 #[derive(Parser, Clone)]
-struct HoldArgs {
+pub struct HoldArgs {
     #[arg(long)]
     path: PathBuf,
     #[arg(long, value_enum, default_value_t = Mode::Write)]
@@ -152,25 +68,7 @@ pub struct Truth {
     pub release_ns: u64,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Hold(a) => hold(&a),
-        Cmd::Scenario { path, truth, holds } => scenario(&path, &truth, &holds),
-        Cmd::Blockers {
-            path,
-            truth,
-            waiters,
-            holds,
-        } => blockers(&path, &truth, waiters, &holds),
-        Cmd::ExitHold { path, hold } => exit_hold(&path, hold),
-        Cmd::Loop { path, count } => lock_loop(&path, count),
-        Cmd::Cycles { path, cycles } => lock_cycles(&path, cycles),
-        Cmd::ThreadExec { tid_file, command } => thread_exec(tid_file, &command),
-        Cmd::Nest { first, second } => nest(&first, &second),
-    }
-}
-
-fn thread_exec(tid_file: PathBuf, command: &[String]) -> Result<()> {
+pub fn thread_exec(tid_file: PathBuf, command: &[String]) -> Result<()> {
     let argv: Vec<CString> = command
         .iter()
         .map(|a| CString::new(a.as_str()))
@@ -259,7 +157,7 @@ fn warm_up(fd: i32) -> Result<()> {
     Ok(())
 }
 
-fn hold(a: &HoldArgs) -> Result<()> {
+pub fn hold(a: &HoldArgs) -> Result<()> {
     let fd = open(&a.path)?;
     warm_up(fd)?;
     let other = if a.release == Release::DupClose {
@@ -367,7 +265,7 @@ fn finish(mut child: Child, mut out: BufReader<std::process::ChildStdout>) -> Re
     Ok(serde_json::from_str(&line)?)
 }
 
-fn nest(first: &Path, second: &Path) -> Result<()> {
+pub fn nest(first: &Path, second: &Path) -> Result<()> {
     let outer = open(first)?;
     setlk(outer, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock --first")?;
     let inner = open(second)?;
@@ -381,7 +279,7 @@ fn nest(first: &Path, second: &Path) -> Result<()> {
     Ok(())
 }
 
-fn lock_loop(path: &Path, count: u64) -> Result<()> {
+pub fn lock_loop(path: &Path, count: u64) -> Result<()> {
     let fd = open(path)?;
     let start = Instant::now();
     for _ in 0..count {
@@ -409,7 +307,7 @@ struct CyclesResult {
     ns_per_cycle: f64,
 }
 
-fn lock_cycles(path: &Path, cycles: u64) -> Result<()> {
+pub fn lock_cycles(path: &Path, cycles: u64) -> Result<()> {
     // SAFETY: mlockall only takes flags; a refusal (no privilege) leaves memory as it was.
     unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
     let cycle = || -> Result<()> {
@@ -437,7 +335,7 @@ fn lock_cycles(path: &Path, cycles: u64) -> Result<()> {
     Ok(())
 }
 
-fn exit_hold(path: &Path, hold: Duration) -> Result<()> {
+pub fn exit_hold(path: &Path, hold: Duration) -> Result<()> {
     let (mut child, mut out) = spawn_hold(path, hold, &["--release", "exit"])?;
     let line = wait_line(&mut out, "{")?;
     let mut truth: Truth = serde_json::from_str(&line)?;
@@ -457,7 +355,7 @@ fn exit_hold(path: &Path, hold: Duration) -> Result<()> {
 
 /// For each hold duration: a holder takes the lock, a waiter blocks on it until the holder closes,
 /// then holds it briefly itself. Every process's own figures go to the truth file.
-fn scenario(path: &Path, truth_path: &Path, holds: &[Duration]) -> Result<()> {
+pub fn scenario(path: &Path, truth_path: &Path, holds: &[Duration]) -> Result<()> {
     let mut truth = Vec::new();
     for &d in holds {
         let (holder, mut hout) = spawn_hold(path, d, &[])?;
@@ -470,7 +368,7 @@ fn scenario(path: &Path, truth_path: &Path, holds: &[Duration]) -> Result<()> {
     Ok(())
 }
 
-fn blockers(path: &Path, truth_path: &Path, waiters: usize, holds: &[Duration]) -> Result<()> {
+pub fn blockers(path: &Path, truth_path: &Path, waiters: usize, holds: &[Duration]) -> Result<()> {
     let fd = open(path)?;
     // Its own lock calls are uncontended: keep preemption from stretching one past the tracer's
     // "must have been blocked" threshold.
