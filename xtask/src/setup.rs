@@ -14,7 +14,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: LLVM 22 for bpf-linker (it links libLLVM.so.22 dynamically, so it must stay),
 /// fonts for the plots, bpftrace for the contrib scripts' cross-check, btrfs-progs for the kernel
-/// test on a btrfs subvolume, strace for the crash storm's injected crash points.
+/// test on a btrfs subvolume, strace for the crash storm's injected crash points, Go for the
+/// stripped Go program of the stack tests and `go tool pprof` for the pprof export's test.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("llvm-22-dev", "bpf-linker links against LLVM 22"),
     ("libfontconfig-dev", "plot rendering (plotters)"),
@@ -27,6 +28,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     (
         "strace",
         "crash points injected into pulls by the crash storm (bench/tests/storm.rs)",
+    ),
+    (
+        "golang-go",
+        "the stripped Go program of the stack tests, and go tool pprof",
     ),
 ];
 
