@@ -3,7 +3,7 @@
 //! source of truth) plus derived summaries, try-lock outcomes, top actors and drop accounting.
 //!
 //! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error`, `histogram`,
-//! `mode`, `blockers` and `lock_order` at the bottom; `model` (the types) on them; `load` (reading and validating) and
+//! `mode`, `blockers`, `stacks` and `lock_order` at the bottom; `model` (the types) on them; `load` (reading and validating) and
 //! `recorder` on the model; `merge` on the recorder; `render`, `compare`, `export`, `gate` and
 //! `plot` on top.
 
@@ -25,6 +25,7 @@ mod pattern;
 pub mod plot;
 mod recorder;
 mod render;
+mod stacks;
 
 pub use blockers::{Blocker, BlockerOthers, Holder, TOP_BLOCKERS, is_container_id};
 pub use duration::human_duration;
@@ -40,6 +41,9 @@ pub use output::write_atomic;
 pub use pattern::glob_match;
 pub use recorder::Recorder;
 pub use render::render_text;
+pub use stacks::{
+    Frames, LOST_STACK, MAX_TRACKED_STACKS, MetricStacks, StackOthers, StackStat, Stacks, TOP_STACKS,
+};
 
 pub use hdrhistogram::Histogram;
 pub use merge::merge;

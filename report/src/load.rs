@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::blockers;
+use crate::stacks;
 use crate::error::ReportError;
 use crate::histogram;
 use crate::lock_order;
@@ -115,6 +116,15 @@ impl Report {
                     path: origin.to_path_buf(),
                     reason: format!("{} {mode} blockers: {reason}", lock.key),
                 })?;
+                for metric in Metric::ALL {
+                    let s = &mode_report.metric(metric).summary;
+                    stacks::check(mode_report.stacks(metric), s.count, s.max).map_err(|reason| {
+                        ReportError::Corrupt {
+                            path: origin.to_path_buf(),
+                            reason: format!("{} {mode} {metric} stacks: {reason}", lock.key),
+                        }
+                    })?;
+                }
             }
         }
         lock_order::check(&self.lock_order).map_err(|reason| ReportError::Corrupt {

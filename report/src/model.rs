@@ -11,6 +11,7 @@ use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::histogram;
 use crate::lock_order::LockOrder;
+use crate::stacks::{MetricStacks, Stacks};
 pub use crate::mode::Mode;
 use crate::pattern::glob_match;
 
@@ -455,6 +456,9 @@ pub struct ModeReport {
     /// process held a conflicting lock.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub holder_not_traced: u64,
+    /// The code paths that waited and held (`record --stacks`).
+    #[serde(default, skip_serializing_if = "Stacks::is_empty")]
+    pub stacks: Stacks,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -466,6 +470,13 @@ impl ModeReport {
         match metric {
             Metric::Wait => &self.wait,
             Metric::Hold => &self.hold,
+        }
+    }
+
+    pub fn stacks(&self, metric: Metric) -> &MetricStacks {
+        match metric {
+            Metric::Wait => &self.stacks.wait,
+            Metric::Hold => &self.stacks.hold,
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::blockers::{BlockerAcc, Holder};
 use crate::error::ReportError;
 use crate::histogram::{MAX_SAMPLES, new_histogram};
 use crate::lock_order::{OrderAcc, OrderExample};
+use crate::stacks::{Frames, MetricStacksAcc, Stacks};
 use crate::model::{
     Actor, ActorStat, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Summary, TOP_ACTORS, TryCounts, TryOutcome,
@@ -27,6 +28,8 @@ pub(crate) struct ModeAcc {
     waiters: HashMap<Actor, (u64, u64)>,
     holders: HashMap<Actor, (u64, u64)>,
     blockers: BlockerAcc,
+    wait_stacks: MetricStacksAcc,
+    hold_stacks: MetricStacksAcc,
 }
 
 impl ModeAcc {
@@ -64,6 +67,14 @@ impl ModeAcc {
                 report.holder_not_traced,
             )
             .map_err(|reason| ReportError::Merge(format!("{} {mode}: {reason}", lock.key)))?;
+        for (acc, stored) in [
+            (&mut self.wait_stacks, &report.stacks.wait),
+            (&mut self.hold_stacks, &report.stacks.hold),
+        ] {
+            acc.absorb(stored).map_err(|reason| {
+                ReportError::Merge(format!("{} {mode} stacks: {reason}", lock.key))
+            })?;
+        }
         add_actors(&mut self.waiters, &report.top_waiters);
         add_actors(&mut self.holders, &report.top_holders);
         Ok(())
@@ -80,6 +91,10 @@ impl ModeAcc {
             blockers,
             blockers_others,
             holder_not_traced,
+            stacks: Stacks {
+                wait: self.wait_stacks.report(),
+                hold: self.hold_stacks.report(),
+            },
         }
     }
 }
@@ -211,6 +226,24 @@ impl Recorder {
         let acc = &mut self.mode_acc(lock, mode).blockers;
         for holder in holders {
             acc.record(holder, nanos);
+        }
+    }
+
+    /// The stack of a sample already passed to [`Recorder::record`].
+    pub fn record_stack(
+        &mut self,
+        lock: &LockKey,
+        mode: Mode,
+        metric: Metric,
+        frames: &Frames,
+        nanos: u64,
+    ) {
+        // Clamped as the metric's histogram clamps it, so the stacks add up to the metric.
+        let nanos = nanos.min(MAX_RECORDABLE);
+        let acc = self.mode_acc(lock, mode);
+        match metric {
+            Metric::Wait => acc.wait_stacks.record(frames, nanos),
+            Metric::Hold => acc.hold_stacks.record(frames, nanos),
         }
     }
 

@@ -8,9 +8,9 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
 };
-use tracer_common::{Config, Event, InodeKey, NAME_LEN, PathRecord, counter};
+use tracer_common::{Config, Event, InodeKey, NAME_LEN, PathRecord, counter, option};
 
 use crate::{
     Error,
@@ -30,7 +30,12 @@ pub struct Counters {
     pub ringbuf_full: u64,
     pub map_full: u64,
     pub read_failed: u64,
+    pub stack_lost: u64,
 }
+
+/// Distinct user stacks the kernel keeps with `--stacks`: 16 MiB of map (127 frames each). A stack
+/// whose hash bucket is taken by another is lost and counted, never swapped for a wrong one.
+pub const STACK_ENTRIES: u32 = 16384;
 
 /// What the kernel side sends.
 pub enum Record {
@@ -92,7 +97,8 @@ pub fn privileged() -> bool {
 }
 
 impl Tracer {
-    pub fn start(filter: &Filter, request: AttachRequest) -> Result<Tracer, Error> {
+    /// Loads, configures and attaches the programs; `stacks` captures each lock call's user stack.
+    pub fn start(filter: &Filter, request: AttachRequest, stacks: bool) -> Result<Tracer, Error> {
         if !privileged() {
             return Err(Error::Privileges);
         }
@@ -100,11 +106,11 @@ impl Tracer {
         let compiled = filter.compile()?;
         let config = Config {
             flags: compiled.flags,
-            _reserved: 0,
+            options: if stacks { option::USER_STACKS } else { 0 },
             cgroup_id: compiled.cgroup_id,
             offsets: kernel::offsets()?,
         };
-        let mut ebpf = load(&config)?;
+        let mut ebpf = load(&config, if stacks { STACK_ENTRIES } else { 1 })?;
         {
             let mut names: HashMap<_, [u8; NAME_LEN], u8> = map(&mut ebpf, "NAMES")?;
             for name in &compiled.names {
@@ -208,7 +214,17 @@ impl Tracer {
             ringbuf_full: sum(counter::RINGBUF_FULL)?,
             map_full: sum(counter::MAP_FULL)?,
             read_failed: sum(counter::READ_FAILED)?,
+            stack_lost: sum(counter::STACK_LOST)?,
         })
+    }
+
+    /// The stack map, for a reader that outlives [`Tracer::poll`]'s borrow; `None` once taken.
+    pub fn take_stacks(&mut self) -> Option<Result<StackTraceMap<MapData>, Error>> {
+        let map = self.ebpf.take_map("STACKS")?;
+        Some(StackTraceMap::try_from(map).map_err(|error| Error::Map {
+            map: "STACKS",
+            error,
+        }))
     }
 }
 
@@ -221,10 +237,12 @@ fn record_as<T: aya::Pod>(item: &[u8]) -> Option<T> {
     })
 }
 
-/// Loads the object (creating its maps, the ring buffer among them) without attaching anything.
-pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
+/// Loads the object (creating its maps, the ring buffer among them) without attaching anything;
+/// the stack map gets `stack_entries` entries.
+pub fn load(config: &Config, stack_entries: u32) -> Result<Ebpf, LoadError> {
     Ok(EbpfLoader::new()
         .override_global("CONFIG", config, true)
+        .map_max_entries("STACKS", stack_entries)
         .load(OBJECT)?)
 }
 

@@ -41,6 +41,18 @@ pub mod event_flag {
     pub const NAME_MISSING: u32 = 1 << 0;
 }
 
+/// Bits of [`Config::options`]: what to capture beyond the event itself.
+pub mod option {
+    /// Capture the user stack of each lock call into the `STACKS` map (`--stacks`).
+    pub const USER_STACKS: u32 = 1 << 0;
+}
+
+/// [`Event::stack_id`] when no stack was asked for (or the event is a release).
+pub const NO_STACK: i32 = -1;
+
+/// Frames a captured stack holds at most (the kernel's `PERF_MAX_STACK_DEPTH`).
+pub const STACK_DEPTH: usize = 127;
+
 /// Bits of [`Config::flags`].
 pub mod filter {
     /// Trace every lock file, ignore the name and inode tables.
@@ -55,7 +67,7 @@ pub mod filter {
     pub const BY_CGROUP: u32 = 1 << 4;
 }
 
-/// One ring-buffer record. 152 bytes, no padding.
+/// One ring-buffer record. 160 bytes, no padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Event {
@@ -82,6 +94,10 @@ pub struct Event {
     pub lock_type: u32,
     /// Bits of [`event_flag`].
     pub flags: u32,
+    /// The lock call's user stack in the `STACKS` map: an ID (>= 0), [`NO_STACK`], or the
+    /// negative errno of a capture that failed (counted as [`counter::STACK_LOST`]).
+    pub stack_id: i32,
+    pub _reserved: u32,
     pub comm: [u8; COMM_LEN],
     pub name: [u8; NAME_LEN],
 }
@@ -109,7 +125,10 @@ pub mod counter {
     pub const MAP_FULL: u32 = 1;
     /// Reading the task's fd table or the file's name failed for a traced call.
     pub const READ_FAILED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A user stack asked for could not be stored (stack map bucket taken by another stack, no
+    /// user memory): the event is kept without its stack.
+    pub const STACK_LOST: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Kernel struct offsets read from the running kernel's BTF at load time, and tracepoint field offsets
@@ -153,7 +172,8 @@ pub struct Offsets {
 pub struct Config {
     /// Bits of [`filter`].
     pub flags: u32,
-    pub _reserved: u32,
+    /// Bits of [`option`].
+    pub options: u32,
     pub cgroup_id: u64,
     pub offsets: Offsets,
 }
@@ -186,7 +206,7 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
 }
 
-const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 8 + COMM_LEN + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 10 + COMM_LEN + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<Config>() == 16 + 21 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());
 const _: () =

@@ -14,13 +14,15 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, StackIdContext, TracePointContext,
+    },
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
     COMPONENT_LEN, Config, Event, F_OFD_SETLK, F_OFD_SETLKW, F_SETLK, F_SETLKW, F_UNLCK, HeldKey,
-    InodeKey, NAME_LEN, PATH_DEPTH, PathRecord, counter, event_flag, filter, kind,
+    InodeKey, NAME_LEN, NO_STACK, PATH_DEPTH, PathRecord, counter, event_flag, filter, kind, option,
 };
 
 use crate::kernel::{
@@ -33,7 +35,7 @@ use crate::kernel::{
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
     flags: 0,
-    _reserved: 0,
+    options: 0,
     cgroup_id: 0,
     offsets: tracer_common::Offsets {
         task_files: 0,
@@ -84,6 +86,12 @@ static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// User stacks of lock calls (`--stacks`), deduplicated by the kernel. Sized by the loader: one
+/// entry unless stacks are asked for. Without `BPF_F_REUSE_STACKID` a stack never replaces another
+/// under its ID, so an ID userspace reads later still names the stack the event was taken with.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
+
 /// Inodes whose path was already sent.
 #[map]
 static SEEN: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
@@ -96,6 +104,7 @@ static PATH_SCRATCH: PerCpuArray<PathRecord> = PerCpuArray::with_max_entries(1, 
 static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 const PF_EXITING: u32 = 0x4;
+const BPF_F_USER_STACK: u64 = 1 << 8;
 const BPF_NOEXIST: u64 = 1;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -274,8 +283,30 @@ fn send_path_once(cfg: &Config, file: u64, dev: u64, ino: u64) -> Outcome {
         .map_err(|_| Miss::RingbufFull)
 }
 
+/// The user stack of the current lock call, when asked for; a failed capture is counted and the
+/// event goes out without it.
+fn user_stack<C: StackIdContext>(ctx: &C, cfg: &Config) -> i32 {
+    if cfg.options & option::USER_STACKS == 0 {
+        return NO_STACK;
+    }
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+        Ok(id) => id as i32,
+        Err(errno) => {
+            bump(counter::STACK_LOST);
+            errno.min(-1)
+        }
+    }
+}
+
 /// Common entry half: `file` is the locked file, `l_type` the requested lock type.
-fn lock_enter(cfg: &Config, fd: i32, cmd: u32, file: u64, l_type: u32) -> Outcome {
+fn lock_enter<C: StackIdContext>(
+    ctx: &C,
+    cfg: &Config,
+    fd: i32,
+    cmd: u32,
+    file: u64,
+    l_type: u32,
+) -> Outcome {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     require(process_wanted(cfg, tgid))?;
@@ -314,6 +345,8 @@ fn lock_enter(cfg: &Config, fd: i32, cmd: u32, file: u64, l_type: u32) -> Outcom
     ev.cmd = cmd;
     ev.lock_type = l_type;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Last, so untraced files and unlocks pay nothing for it.
+    ev.stack_id = user_stack(ctx, cfg);
     PENDING
         .insert(&pid_tgid, &*ev, 0)
         .map_err(|_| Miss::MapFull)
@@ -386,7 +419,7 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     } else {
         file_from_fd(cfg, fd).ok_or(Miss::Ignored)?
     };
-    lock_enter(cfg, fd as i32, cmd, file, l_type)
+    lock_enter(ctx, cfg, fd as i32, cmd, file, l_type)
 }
 
 #[tracepoint]
@@ -412,7 +445,7 @@ fn try_fcntl_setlk_entry(ctx: &FEntryContext) -> Outcome {
     let cmd: u32 = ctx.arg(2);
     let flock: u64 = ctx.arg(3);
     let l_type = read_kernel::<i16>(flock).ok_or(Miss::Ignored)?;
-    lock_enter(config(), fd as i32, cmd, file, l_type as u32)
+    lock_enter(ctx, config(), fd as i32, cmd, file, l_type as u32)
 }
 
 #[fexit(function = "fcntl_setlk")]
@@ -471,6 +504,8 @@ fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
         cmd: 0,
         lock_type: F_UNLCK,
         flags: event_flag::NAME_MISSING,
+        stack_id: NO_STACK,
+        _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         name: [0; NAME_LEN],
     });
