@@ -27,6 +27,12 @@ pub struct OrderExample {
     pub held_mode: Mode,
     /// The mode the later lock was taken in.
     pub taken_mode: Mode,
+    /// Leaf-first stack of the call that took the earlier lock (`record --stacks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_stack: Option<Vec<String>>,
+    /// Leaf-first stack of the call that took the later lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_stack: Option<Vec<String>>,
 }
 
 /// `held` was held while `taken` was taken, `count` times.
@@ -253,6 +259,8 @@ mod tests {
                 comm: "p".into(),
                 held_mode: Mode::Write,
                 taken_mode: Mode::Read,
+                held_stack: None,
+                taken_stack: None,
             });
         }
         acc.report()

@@ -151,6 +151,10 @@ pub struct Drops {
     pub unmatched_releases: u64,
     pub still_held_at_end: u64,
     pub unresolved_names: u64,
+    /// User stacks asked for (`--stacks`) and not captured: their samples are counted under
+    /// `[stack lost]`. Not in [`Drops::total`]: the histograms are still complete.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stacks_lost: u64,
 }
 
 impl Drops {
@@ -172,6 +176,7 @@ impl Drops {
             .still_held_at_end
             .saturating_add(other.still_held_at_end);
         self.unresolved_names = self.unresolved_names.saturating_add(other.unresolved_names);
+        self.stacks_lost = self.stacks_lost.saturating_add(other.stacks_lost);
     }
 }
 

@@ -258,13 +258,13 @@ impl Recorder {
         tries.edeadlk = tries.edeadlk.saturating_add(1);
     }
 
-    /// `actor` took `taken` (in `taken_mode`) while holding `held` (in `held_mode`). Locks are
-    /// named by path, or by name and inode when the path is unknown; taking the same one again is
-    /// no edge.
+    /// `actor` took `taken` (in `taken_mode`, from stack `taken_stack`) while holding `held` (in
+    /// `held_mode`, taken from `held_stack`). Locks are named by path, or by name and inode when
+    /// the path is unknown; taking the same one again is no edge.
     pub fn record_order(
         &mut self,
-        (held, held_mode): (&LockKey, Mode),
-        (taken, taken_mode): (&LockKey, Mode),
+        (held, held_mode, held_stack): (&LockKey, Mode, Option<&Frames>),
+        (taken, taken_mode, taken_stack): (&LockKey, Mode, Option<&Frames>),
         actor: &Actor,
     ) {
         self.order
@@ -273,6 +273,8 @@ impl Recorder {
                 comm: actor.comm.clone(),
                 held_mode,
                 taken_mode,
+                held_stack: held_stack.map(|f| f.to_vec()),
+                taken_stack: taken_stack.map(|f| f.to_vec()),
             });
     }
 

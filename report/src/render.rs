@@ -6,6 +6,7 @@ use crate::blockers::{Blocker, BlockerOthers};
 use crate::duration::human_duration;
 use crate::lock_order::{LockOrder, describe_cycle};
 use crate::model::{ActorStat, Metric, ModeReport, Report, Summary};
+use crate::stacks::MetricStacks;
 
 const COLUMNS: [&str; 8] = [
     "count", "p50", "p90", "p99", "p99.9", "max", "mean", "total",
@@ -60,6 +61,13 @@ pub fn render_text(report: &Report) -> String {
             drops.unresolved_names
         );
     }
+    if drops.stacks_lost > 0 {
+        let _ = writeln!(
+            out,
+            "stacks lost: {} (their samples are counted under [stack lost])",
+            drops.stacks_lost
+        );
+    }
     out
 }
 
@@ -96,6 +104,42 @@ fn render_mode(out: &mut String, mode: &ModeReport) {
     render_actors(out, "top waiters", &mode.top_waiters);
     render_actors(out, "top holders", &mode.top_holders);
     render_blockers(out, mode);
+    for metric in [Metric::Hold, Metric::Wait] {
+        render_stacks(out, metric, mode.stacks(metric));
+    }
+}
+
+/// Stacks the text shows per mode and metric, and frames per stack (leaf first).
+const TEXT_STACKS: usize = 3;
+const TEXT_FRAMES: usize = 12;
+
+/// `top stacks by hold (2 of 5): 1.2 s ×8, p99 300 ms, max 310 ms` then the frames, leaf first.
+fn render_stacks(out: &mut String, metric: Metric, stacks: &MetricStacks) {
+    if stacks.is_empty() {
+        return;
+    }
+    let distinct = stacks.top.len() as u64 + stacks.others.map_or(0, |o| o.stacks);
+    let shown = stacks.top.len().min(TEXT_STACKS);
+    let _ = writeln!(
+        out,
+        "    top stacks by {metric} ({shown} of {distinct}, leaf first):"
+    );
+    for s in &stacks.top[..shown] {
+        let _ = writeln!(
+            out,
+            "      {} ×{}, p99 {}, max {}",
+            human_duration(s.total_ns),
+            s.count,
+            human_duration(s.p99_ns),
+            human_duration(s.max_ns)
+        );
+        for frame in s.frames.iter().take(TEXT_FRAMES) {
+            let _ = writeln!(out, "          {frame}");
+        }
+        if s.frames.len() > TEXT_FRAMES {
+            let _ = writeln!(out, "          … {} more", s.frames.len() - TEXT_FRAMES);
+        }
+    }
 }
 
 /// Arguments shown after a blocker's name before they are cut with `…`.
@@ -197,6 +241,9 @@ fn render_actors(out: &mut String, title: &str, actors: &[ActorStat]) {
     let _ = writeln!(out, "    {title}: {}", list.join(", "));
 }
 
+/// Frames of each example stack a lock-order edge shows, leaf first.
+const ORDER_FRAMES: usize = 6;
+
 /// Edges with counts and first example, then one `potential deadlock` line per cycle naming the
 /// first process that took each of its edges.
 fn render_lock_order(out: &mut String, order: &LockOrder) {
@@ -211,6 +258,20 @@ fn render_lock_order(out: &mut String, order: &LockOrder) {
             "  {} → {} ×{} (first: {}[{}], {} then {})",
             e.held, e.taken, e.count, x.comm, x.pid, x.held_mode, x.taken_mode
         );
+        for (what, stack) in [("held", &x.held_stack), ("taken", &x.taken_stack)] {
+            if let Some(frames) = stack {
+                let _ = writeln!(
+                    out,
+                    "    {what} from: {}",
+                    frames
+                        .iter()
+                        .take(ORDER_FRAMES)
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ← ")
+                );
+            }
+        }
     }
     if order.edges_dropped > 0 {
         let _ = writeln!(

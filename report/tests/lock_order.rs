@@ -16,7 +16,11 @@ fn nested(pairs: &[(u32, &str, &str)]) -> Report {
         let (h, t) = (key(held), key(taken));
         rec.record_try(&h, Mode::Write, TryOutcome::Acquired);
         rec.record_try(&t, Mode::Write, TryOutcome::Acquired);
-        rec.record_order((&h, Mode::Write), (&t, Mode::Read), &actor(*pid));
+        rec.record_order(
+            (&h, Mode::Write, None),
+            (&t, Mode::Read, None),
+            &actor(*pid),
+        );
     }
     rec.finish(ReportMeta::new("locktrace", Source::Kernel))
 }

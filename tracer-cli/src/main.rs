@@ -67,6 +67,10 @@ struct RecordArgs {
     /// No live output and no summary (the report file is still written).
     #[arg(short, long)]
     quiet: bool,
+    /// Capture the user stack of every lock call and report the top code paths by wait and hold
+    /// (ELF/DWARF symbols, Go's pclntab for stripped Go binaries).
+    #[arg(long)]
+    stacks: bool,
     /// Command to run and trace (with its children); its exit code becomes locktrace's.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -112,6 +116,7 @@ fn try_main(cli: Cli) -> Result<i32> {
             output: a.output,
             format: a.format,
             quiet: a.quiet,
+            stacks: a.stacks,
             command: a.command,
         })?),
         Command::Offline(c) => c.run(),

@@ -18,6 +18,7 @@ use crate::{
     holders::Blocked,
     kernel,
     ledger::{Ledger, cstr},
+    stacks::Stacks,
     tracer::{Counters, Record, Tracer},
 };
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub output: Option<PathBuf>,
     pub format: LiveFormat,
     pub quiet: bool,
+    /// Capture and name the user stack of every lock call.
+    pub stacks: bool,
     pub command: Vec<String>,
 }
 
@@ -83,7 +86,14 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
         None => None,
     };
-    let mut tracer = match Tracer::start(&opts.filter, opts.attach) {
+    let started = Tracer::start(&opts.filter, opts.attach, opts.stacks).and_then(|mut t| {
+        let stacks = match opts.stacks {
+            true => Some(Stacks::new(t.take_stacks().ok_or(Error::MapMissing("STACKS"))??)),
+            false => None,
+        };
+        Ok((t, stacks))
+    });
+    let (mut tracer, mut stacks) = match started {
         Ok(t) => t,
         Err(e) => {
             if let Some(c) = &mut child {
@@ -111,22 +121,31 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
     let mut forwarded = 0;
     let stdout = std::io::stdout();
     let ndjson = opts.format == LiveFormat::Ndjson && !opts.quiet;
-    let handle = |ledger: &mut Ledger, rec: Record| {
-        let blocked = ledger.handle(&rec);
+    let handle = |ledger: &mut Ledger, stacks: &mut Option<Stacks>, rec: Record| {
+        let stack = match (stacks, &rec) {
+            (Some(stacks), Record::Lock(ev)) => stacks.of(ev),
+            _ => None,
+        };
+        let blocked = ledger.handle(&rec, stack.clone());
         if let (Record::Lock(ev), true) = (&rec, ndjson) {
-            let _ = writeln!(stdout.lock(), "{}", event_json(ev, blocked.as_ref()));
+            let line = event_json(ev, blocked.as_ref(), stack.as_deref());
+            let _ = writeln!(stdout.lock(), "{line}");
         }
     };
     loop {
-        tracer.poll(POLL, |rec| handle(&mut ledger, rec));
+        tracer.poll(POLL, |rec| handle(&mut ledger, &mut stacks, rec));
         if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
             && Instant::now() >= tick
         {
             if !opts.quiet && opts.format != LiveFormat::Ndjson {
                 let counters = tracer.counters().unwrap_or_default();
-                let snap = ledger
-                    .recorder()
-                    .snapshot(meta(&tracer, &opts, &ledger, started, counters));
+                let snap = ledger.recorder().snapshot(meta(
+                    &tracer,
+                    &opts,
+                    (&ledger, stacks.as_ref()),
+                    started,
+                    counters,
+                ));
                 print_report(&snap, opts.format);
             }
             next_tick = Some(tick + interval);
@@ -145,15 +164,19 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
     }
     // Events already in the ring buffer belong to this run.
-    tracer.poll(Duration::ZERO, |rec| handle(&mut ledger, rec));
+    tracer.poll(Duration::ZERO, |rec| handle(&mut ledger, &mut stacks, rec));
     // A failed counter read must not cost the recording; say so instead.
     let counters = tracer.counters().unwrap_or_else(|e| {
         eprintln!("locktrace: warning: kernel drop counters unavailable: {e}");
         Counters::default()
     });
-    let report = ledger
-        .recorder()
-        .snapshot(meta(&tracer, &opts, &ledger, started, counters));
+    let report = ledger.recorder().snapshot(meta(
+        &tracer,
+        &opts,
+        (&ledger, stacks.as_ref()),
+        started,
+        counters,
+    ));
     if let Some(path) = &opts.output {
         report
             .write(path)
@@ -208,11 +231,12 @@ fn forward_signals(child: &mut HeldChild, forwarded: &mut usize) {
 fn meta(
     tracer: &Tracer,
     opts: &Options,
-    ledger: &Ledger,
+    (ledger, stacks): (&Ledger, Option<&Stacks>),
     started: Instant,
     k: Counters,
 ) -> ReportMeta {
     let own = ledger.drops();
+    let unreadable = stacks.map_or(0, |s| s.unreadable);
     ReportMeta {
         tool: format!("locktrace {}", env!("CARGO_PKG_VERSION")),
         source: Source::Kernel,
@@ -224,6 +248,7 @@ fn meta(
             ringbuf_lost: k.ringbuf_full,
             map_full: k.map_full,
             unresolved_names: own.unresolved_names + k.read_failed,
+            stacks_lost: k.stack_lost + unreadable,
             ..own
         },
         labels: Default::default(),
@@ -242,8 +267,13 @@ fn print_report(report: &Report, format: LiveFormat) {
     }
 }
 
-/// One event as an ndjson line; a blocking lock call also carries the pids it was blocked by.
-fn event_json(ev: &tracer_common::Event, blocked: Option<&Blocked>) -> serde_json::Value {
+/// One event as an ndjson line; a blocking lock call also carries the pids it was blocked by, and
+/// a lock call its named user stack (leaf first) when stacks are recorded.
+fn event_json(
+    ev: &tracer_common::Event,
+    blocked: Option<&Blocked>,
+    stack: Option<&[String]>,
+) -> serde_json::Value {
     use tracer_common::kind;
     let what = match ev.kind {
         kind::LOCK => "lock",
@@ -274,6 +304,9 @@ fn event_json(ev: &tracer_common::Event, blocked: Option<&Blocked>) -> serde_jso
         };
         line["blocked_by"] = pids.into();
         line["holder_not_traced"] = (*blocked == Blocked::NotTraced).into();
+    }
+    if let Some(frames) = stack {
+        line["stack"] = frames.into();
     }
     line
 }

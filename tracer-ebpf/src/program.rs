@@ -16,7 +16,8 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{
-        BtfTracePointContext, FEntryContext, FExitContext, StackIdContext, TracePointContext,
+        BtfTracePointContext, FEntryContext, FExitContext, TracePointContext,
+        tracing::StackIdContext,
     },
 };
 use aya_log_ebpf::debug;
