@@ -10,6 +10,8 @@ use std::{
 };
 
 mod common;
+#[path = "kernel/stacks.rs"]
+mod stacks;
 
 use locktrace_report::{LockReport, Metric, Mode, Report};
 

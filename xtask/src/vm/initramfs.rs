@@ -18,12 +18,17 @@ const WRAPPER: &str = include_str!("../../vm/locktrace-wrapper");
 /// Where the real locktrace binary sits in the guest; the wrapper takes its build path.
 const GUEST_LOCKTRACE: &str = "/opt/locktrace/locktrace";
 const GUEST_KERNEL_TESTS: &str = "/opt/locktrace/kernel-tests";
+/// Where the stack tests find their programs in the guest (LOCKTRACE_STACK_PROGRAMS).
+const GUEST_STACK_PROGRAMS: &str = "/opt/locktrace/stack-programs";
+const STACK_PROGRAMS: [&str; 2] = ["lockstack-c", "lockstack-go"];
 
 /// The host-built binaries the guest runs.
 pub(super) struct Binaries {
     locktrace: PathBuf,
     lockload: PathBuf,
     kernel_tests: PathBuf,
+    /// The directory holding [`STACK_PROGRAMS`].
+    stack_programs: PathBuf,
 }
 
 /// Builds the kernel test binary and the binaries it runs, optimized: under software emulation a
@@ -31,8 +36,22 @@ pub(super) struct Binaries {
 /// (A static musl build is not possible: locktrace-report's plots pull in freetype, which
 /// freetype-sys compiles as C++ for targets without pkg-config, and Debian has no musl C++
 /// toolchain. The glibc binaries go in with their libraries instead.)
-pub(super) fn build() -> Result<Binaries> {
-    eprintln!("xtask vm-test: building locktrace, lockload and the kernel tests");
+pub(super) fn build(work: &Path) -> Result<Binaries> {
+    eprintln!("xtask vm-test: building locktrace, lockload, the kernel tests and their programs");
+    let stack_programs = work.join("stack-programs");
+    fs::create_dir_all(&stack_programs)
+        .with_context(|| format!("creating {}", stack_programs.display()))?;
+    // The guests have no compilers: the stack tests' programs are built here, by the same script
+    // the tests use on the host.
+    let script = crate::workspace_root().join("tracer-cli/tests/programs/build.sh");
+    let status = Command::new("sh")
+        .arg(&script)
+        .arg(&stack_programs)
+        .status()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !status.success() {
+        bail!("building the stack test programs failed ({status})");
+    }
     let out = crate::cargo_cmd(&[
         "test",
         "--package",
@@ -72,6 +91,7 @@ pub(super) fn build() -> Result<Binaries> {
         locktrace: take("locktrace")?,
         lockload: take("lockload")?,
         kernel_tests: take("kernel")?,
+        stack_programs,
     })
 }
 
@@ -107,14 +127,30 @@ pub(super) fn pack(bin: &Binaries, out: &Path) -> Result<()> {
     add(Path::new(GUEST_KERNEL_TESTS), exe(read(&bin.kernel_tests)?));
     add(&bin.locktrace, exe(WRAPPER.as_bytes().to_vec()));
     add(&bin.lockload, exe(read(&bin.lockload)?));
+    let programs = STACK_PROGRAMS.map(|name| bin.stack_programs.join(name));
+    for program in &programs {
+        let name = program.file_name().unwrap_or_default();
+        add(
+            &Path::new(GUEST_STACK_PROGRAMS).join(name),
+            exe(read(program)?),
+        );
+    }
     let mut lib_dirs = BTreeSet::new();
-    for lib in shared_libraries(&[&bin.locktrace, &bin.lockload, &bin.kernel_tests])? {
+    // Not the Go program: it is static, and ldd refuses it.
+    let dynamic = [
+        &bin.locktrace,
+        &bin.lockload,
+        &bin.kernel_tests,
+        &programs[0],
+    ];
+    for lib in shared_libraries(&dynamic)? {
         lib_dirs.insert(lib.parent().unwrap_or(Path::new("/")).to_path_buf());
         add(&lib, exe(read(&lib)?));
     }
     let lib_path: Vec<_> = lib_dirs.iter().map(|d| d.display().to_string()).collect();
     let env = format!(
         "export LOCKTRACE={GUEST_LOCKTRACE}\nexport KERNEL_TESTS={GUEST_KERNEL_TESTS}\n\
+         export LOCKTRACE_STACK_PROGRAMS={GUEST_STACK_PROGRAMS}\n\
          export LD_LIBRARY_PATH={}\n",
         lib_path.join(":")
     );
@@ -185,7 +221,7 @@ fn pad4(len: usize) -> usize {
 }
 
 /// Every shared library (and the dynamic loader) the binaries need, as ldd resolves them here.
-fn shared_libraries(binaries: &[&Path]) -> Result<BTreeSet<PathBuf>> {
+fn shared_libraries(binaries: &[&PathBuf]) -> Result<BTreeSet<PathBuf>> {
     let mut libs = BTreeSet::new();
     for bin in binaries {
         let out = Command::new("ldd")

@@ -51,7 +51,7 @@ pub fn run(choice: KernelChoice) -> Result<()> {
         .iter()
         .map(|k| kernel::image(k, &cache))
         .collect::<Result<Vec<_>>>()?;
-    let binaries = initramfs::build()?;
+    let binaries = initramfs::build(&work)?;
     let initramfs = work.join("initramfs.cpio");
     initramfs::pack(&binaries, &initramfs)?;
     let accel = guest::accelerator(&images[0], &initramfs, &work)?;
