@@ -132,7 +132,7 @@ fn every_tracer_runs_and_counts_the_loops_lock_calls() {
         "--rounds",
         "1",
         "--variants",
-        "untraced,bpftrace-min,lockstats,locktrace,locktrace-all-locks",
+        "untraced,bpftrace-min,lockstats,locktrace,locktrace-all-locks,locktrace-stacks",
         "--contrib",
         contrib().to_str().unwrap(),
         "--out",
@@ -149,6 +149,7 @@ fn every_tracer_runs_and_counts_the_loops_lock_calls() {
         "lockstats",
         "locktrace",
         "locktrace-all-locks",
+        "locktrace-stacks",
     ] {
         assert!(stdout.contains(name), "{name} not in the table:\n{stdout}");
         let v = variant(&report, name);
@@ -279,6 +280,7 @@ fn without_root_the_tracers_are_unavailable_and_the_untraced_loop_runs() {
         "lockstats",
         "locktrace",
         "locktrace-all-locks",
+        "locktrace-stacks",
     ] {
         let v = variant(&report, name);
         assert_eq!(v["status"], "unavailable", "{v}");

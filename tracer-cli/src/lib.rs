@@ -19,6 +19,8 @@ pub mod ledger;
 pub mod process;
 pub mod reports;
 pub mod session;
+pub mod stacks;
+pub mod symbolize;
 pub mod tracer;
 
 /// Errors of the tracing library; each renders as one line that says what to do.

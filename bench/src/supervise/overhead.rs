@@ -58,15 +58,18 @@ pub enum Variant {
     Locktrace,
     /// `locktrace record --all-locks -- lockload …`.
     LocktraceAllLocks,
+    /// `locktrace record --stacks --path FILE -- lockload …`: the added cost of user stacks.
+    LocktraceStacks,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Untraced,
         Variant::BpftraceMin,
         Variant::Lockstats,
         Variant::Locktrace,
         Variant::LocktraceAllLocks,
+        Variant::LocktraceStacks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,13 +79,17 @@ impl Variant {
             Variant::Lockstats => "lockstats",
             Variant::Locktrace => "locktrace",
             Variant::LocktraceAllLocks => "locktrace-all-locks",
+            Variant::LocktraceStacks => "locktrace-stacks",
         }
     }
 
     /// Whether the tracer sees only the loop, so its count must equal the loop's lock calls; the
     /// system-wide ones may also count other processes' locks, so theirs must be at least that.
     pub fn counts_only_the_loop(self) -> bool {
-        matches!(self, Variant::Locktrace | Variant::LocktraceAllLocks)
+        matches!(
+            self,
+            Variant::Locktrace | Variant::LocktraceAllLocks | Variant::LocktraceStacks
+        )
     }
 }
 
@@ -133,7 +140,9 @@ impl Tools {
             Variant::Untraced => None,
             Variant::BpftraceMin => needs(&self.bpftrace),
             Variant::Lockstats => needs(&self.lockstats).or_else(|| needs(&self.bpftrace)),
-            Variant::Locktrace | Variant::LocktraceAllLocks => needs(&self.locktrace),
+            Variant::Locktrace | Variant::LocktraceAllLocks | Variant::LocktraceStacks => {
+                needs(&self.locktrace)
+            }
         };
         missing.or_else(|| {
             (variant != Variant::Untraced && !self.root)
@@ -221,7 +230,7 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
             cmd.arg(found(&tools.lockstats)?).arg("-t");
             under_bpftrace(cmd, lockload(), &log, "lockstats", lockstats_count)?
         }
-        Variant::Locktrace | Variant::LocktraceAllLocks => {
+        Variant::Locktrace | Variant::LocktraceAllLocks | Variant::LocktraceStacks => {
             let report = work.join(format!("{}.json", variant.name()));
             // An earlier round's report must not stand in for a missing one.
             let _ = fs::remove_file(&report);
@@ -229,6 +238,7 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
             cmd.args(["record", "-q", "-o"]).arg(&report);
             match variant {
                 Variant::Locktrace => cmd.arg("--path").arg(&lock),
+                Variant::LocktraceStacks => cmd.arg("--stacks").arg("--path").arg(&lock),
                 _ => cmd.arg("--all-locks"),
             };
             let lockload = lockload();
