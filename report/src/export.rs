@@ -1,7 +1,9 @@
-//! Exports for other tools: Bencher Metric Format JSON and HdrHistogram's classic
-//! percentile-distribution text (readable by the HdrHistogram plotter).
+//! Exports for other tools: Bencher Metric Format JSON, HdrHistogram's classic
+//! percentile-distribution text (readable by the HdrHistogram plotter), and the stacks as folded
+//! lines for flame graphs or as a pprof profile ([`pprof`]).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use hdrhistogram::Histogram;
@@ -11,6 +13,8 @@ use crate::error::ReportError;
 use crate::histogram::SIGNIFICANT_DIGITS;
 use crate::merge::by_name;
 use crate::model::{Metric, Report};
+use crate::profile::for_each_stack;
+pub use crate::profile::{OTHER_STACKS, has_stacks, pprof};
 
 #[derive(Serialize)]
 struct BmfValue {
@@ -115,4 +119,176 @@ pub fn percentile_distribution(hist: &Histogram<u64>, unit_ratio: f64) -> String
         sub_buckets
     );
     out
+}
+
+/// The stacks of `metric` in the folded format of flamegraph.pl, inferno and speedscope: one line
+/// per stack, frames root first joined by `;`, a space and the stack's total time in microseconds.
+///
+/// The lock name (same-named lock files merged) and the mode are the two root frames
+/// (`layers.lock;write;main;…;fcntl 1234`), so one file holds every lock; the stacks past the
+/// report's top ones are one line `LOCK;MODE;[other stacks] VALUE`. Totals are rounded to the
+/// nearest microsecond, but a stack with samples is at least 1, since flame graph tools drop
+/// zeros. In frames and lock names, `;` becomes `:` and line breaks become spaces; stacks that
+/// end up the same are one line. Lines come in a fixed order: locks by name, modes, then the
+/// report's order (largest total first, others last).
+pub fn folded(report: &Report, metric: Metric) -> Result<String, ReportError> {
+    let mut lines: Vec<(String, u64)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for_each_stack(report, &[metric], |s| {
+        let mut stack = format!("{};{}", sanitize(s.lock), s.mode);
+        for frame in s.frames.iter().rev() {
+            stack.push(';');
+            stack.push_str(&sanitize(frame));
+        }
+        match index.get(&stack) {
+            Some(&i) => lines[i].1 = lines[i].1.saturating_add(s.total_ns),
+            None => {
+                index.insert(stack.clone(), lines.len());
+                lines.push((stack, s.total_ns));
+            }
+        }
+    })?;
+    let mut out = String::new();
+    for (stack, ns) in lines {
+        // Only stacks with samples are listed, so each gets at least 1.
+        let us = (ns.saturating_add(500) / 1_000).max(1);
+        let _ = writeln!(out, "{stack} {us}");
+    }
+    Ok(out)
+}
+
+/// A frame the folded format can carry: `;` separates frames and a line ends a stack.
+fn sanitize(frame: &str) -> Cow<'_, str> {
+    if frame.contains([';', '\n', '\r']) {
+        Cow::Owned(frame.replace(';', ":").replace(['\n', '\r'], " "))
+    } else {
+        Cow::Borrowed(frame)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{Actor, LockKey, Mode, ReportMeta, Source};
+    use crate::recorder::Recorder;
+    use crate::stacks::{Frames, StackOthers};
+
+    fn frames(names: &[&str]) -> Frames {
+        names
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// Two locks, both modes on one, both metrics, a frame with `;` and a line break, an others
+    /// entry (2 stacks, 400 ns) and a stack under 1 µs.
+    pub(crate) fn stacked_report() -> Report {
+        let mut rec = Recorder::new();
+        let actor = Actor {
+            pid: 1,
+            comm: "podman".into(),
+        };
+        let (layers, images) = (LockKey::named("layers.lock"), LockKey::named("images.lock"));
+        let mut sample = |lock: &LockKey, mode, metric, stack: Option<&Frames>, ns| {
+            rec.record(lock, mode, metric, ns, &actor);
+            if let Some(stack) = stack {
+                rec.record_stack(lock, mode, metric, stack, ns);
+            }
+        };
+        let odd = frames(&["fcntl", "a;b\nc", "main"]);
+        for ns in [1_000_000, 1_500_000, 2_000_000] {
+            sample(&layers, Mode::Read, Metric::Hold, Some(&odd), ns);
+        }
+        // Samples of the other stacks, listed below as others.
+        sample(&layers, Mode::Read, Metric::Hold, None, 100);
+        sample(&layers, Mode::Read, Metric::Hold, None, 300);
+        let hold = frames(&["flock", "holdHere", "main"]);
+        sample(&layers, Mode::Write, Metric::Hold, Some(&hold), 1_000_000);
+        let wait = frames(&["flock", "waitHere", "main"]);
+        for ns in [3_000_000, 4_000_000] {
+            sample(&layers, Mode::Write, Metric::Wait, Some(&wait), ns);
+        }
+        let images_hold = frames(&["fcntl", "lockImages", "main"]);
+        sample(
+            &images,
+            Mode::Write,
+            Metric::Hold,
+            Some(&images_hold),
+            2_000,
+        );
+        let mut meta = ReportMeta::new("test", Source::Kernel);
+        meta.duration_ns = 5_000_000_000;
+        let mut report = rec.finish(meta);
+        let layers = report
+            .locks
+            .iter_mut()
+            .find(|l| l.key.name == "layers.lock");
+        let read = layers.unwrap().modes.get_mut(&Mode::Read).unwrap();
+        read.stacks.hold.others = Some(StackOthers {
+            stacks: 2,
+            count: 2,
+            total_ns: 400,
+            max_ns: 300,
+        });
+        report
+    }
+
+    #[test]
+    fn folded_lines_are_root_first_in_microseconds_per_lock_and_mode() {
+        let report = stacked_report();
+        assert_eq!(
+            folded(&report, Metric::Hold).unwrap(),
+            "images.lock;write;main;lockImages;fcntl 2\n\
+             layers.lock;read;main;a:b c;fcntl 4500\n\
+             layers.lock;read;[other stacks] 1\n\
+             layers.lock;write;main;holdHere;flock 1000\n"
+        );
+        assert_eq!(
+            folded(&report, Metric::Wait).unwrap(),
+            "layers.lock;write;main;waitHere;flock 7000\n"
+        );
+    }
+
+    #[test]
+    fn folded_rounds_to_nearest_and_joins_stacks_that_sanitize_alike() {
+        let mut report = stacked_report();
+        report.locks.retain(|l| l.key.name == "images.lock");
+        let write = report.locks[0].modes.get_mut(&Mode::Write).unwrap();
+        let mut twin = write.stacks.hold.top[0].clone();
+        write.stacks.hold.top[0].frames[1] = "x;y".into();
+        write.stacks.hold.top[0].total_ns = 1_499;
+        twin.frames[1] = "x:y".into();
+        twin.total_ns = 1_500;
+        write.stacks.hold.top.push(twin);
+        // 1_499 + 1_500 ns: one line, rounded once.
+        assert_eq!(
+            folded(&report, Metric::Hold).unwrap(),
+            "images.lock;write;main;x:y;fcntl 3\n"
+        );
+        write_total(&mut report, 1_500);
+        assert_eq!(
+            folded(&report, Metric::Hold).unwrap(),
+            "images.lock;write;main;x:y;fcntl 2\n"
+        );
+    }
+
+    fn write_total(report: &mut Report, ns: u64) {
+        let write = report.locks[0].modes.get_mut(&Mode::Write).unwrap();
+        write.stacks.hold.top.truncate(1);
+        write.stacks.hold.top[0].total_ns = ns;
+    }
+
+    #[test]
+    fn folded_merges_same_named_lock_files() {
+        let mut report = stacked_report();
+        report.locks.retain(|l| l.key.name == "images.lock");
+        let mut other = report.locks[0].clone();
+        other.key.path = Some("/other/images.lock".into());
+        report.locks.push(other);
+        assert_eq!(
+            folded(&report, Metric::Hold).unwrap(),
+            "images.lock;write;main;lockImages;fcntl 4\n"
+        );
+    }
 }

@@ -3,8 +3,9 @@
 //! source of truth) plus derived summaries, try-lock outcomes, top actors and drop accounting.
 //!
 //! Modules depend downward only: `duration`, `pattern`, `markup`, `output`, `error`, `histogram`,
-//! `mode`, `blockers`, `stacks` and `lock_order` at the bottom; `model` (the types) on them; `load` (reading and validating) and
-//! `recorder` on the model; `merge` on the recorder; `render`, `compare`, `export`, `gate` and
+//! `mode`, `blockers`, `stacks` and `lock_order` at the bottom; `model` (the types) on them; `load`
+//! (reading and validating) and `recorder` on the model; `merge` on the recorder; `profile` (the
+//! stack walk and pprof) on `merge`; `render`, `compare`, `export` (on `profile`), `gate` and
 //! `plot` on top.
 
 mod blockers;
@@ -23,6 +24,7 @@ mod model;
 mod output;
 mod pattern;
 pub mod plot;
+mod profile;
 mod recorder;
 mod render;
 mod stacks;
@@ -42,7 +44,8 @@ pub use pattern::glob_match;
 pub use recorder::Recorder;
 pub use render::render_text;
 pub use stacks::{
-    Frames, LOST_STACK, MAX_TRACKED_STACKS, MetricStacks, StackOthers, StackStat, Stacks, TOP_STACKS,
+    Frames, LOST_STACK, MAX_TRACKED_STACKS, MetricStacks, StackOthers, StackStat, Stacks,
+    TOP_STACKS,
 };
 
 pub use hdrhistogram::Histogram;
