@@ -1,14 +1,15 @@
 //! Subcommands that work on saved reports, no tracing involved: gate, compare, merge, export, plot
 //! and report. Arguments only: each is a call into `locktrace::reports` and `locktrace_report`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Subcommand, ValueEnum};
 use locktrace::reports::{self, ExportFormat, labels, read_all};
 use locktrace_report::gate::{self, Baseline, GateConfig};
-use locktrace_report::{Report, compare, merge, plot, render_text};
+use locktrace_report::{Metric, Report, compare, merge, plot, render_text};
 
 #[derive(Subcommand)]
 pub enum OfflineCommand {
@@ -58,11 +59,16 @@ pub enum OfflineCommand {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
-    /// Export a report for other tools: Bencher Metric Format JSON, or HdrHistogram percentile text.
+    /// Export a report for other tools: Bencher Metric Format JSON, HdrHistogram percentile text,
+    /// or its stacks (`record --stacks`) as folded flame-graph lines or a pprof profile.
     Export {
         report: PathBuf,
         #[arg(long, value_enum)]
         format: ExportFormat,
+        /// The stacks to export (folded and pprof only): folded defaults to hold; pprof without it
+        /// holds both, hold the default sample type (`go tool pprof -sample_index=wait` for waits).
+        #[arg(long, value_name = "METRIC", value_parser = metric_parser())]
+        metric: Option<Metric>,
         /// Only locks matching this glob.
         #[arg(long, value_name = "PATTERN")]
         lock: Option<String>,
@@ -163,18 +169,22 @@ impl OfflineCommand {
             OfflineCommand::Export {
                 report,
                 format,
+                metric,
                 lock,
                 output,
             } => {
-                let export = reports::export(&report, format, lock.as_deref())?;
+                // Checked first, so a mistake costs no report read.
+                if output.is_none() && format.is_binary() && std::io::stdout().is_terminal() {
+                    anyhow::bail!("pprof is binary; use -o FILE");
+                }
+                let export = reports::export(&report, format, lock.as_deref(), metric)?;
                 for note in &export.notes {
                     eprintln!("{note}");
                 }
-                let text = export.text;
                 match &output {
-                    Some(path) => locktrace_report::write_atomic(path, text.as_bytes())
+                    Some(path) => locktrace_report::write_atomic(path, &export.bytes)
                         .with_context(|| format!("cannot write {}", path.display()))?,
-                    None => emit(&text)?,
+                    None => emit_bytes(&export.bytes)?,
                 }
                 Ok(0)
             }
@@ -199,15 +209,24 @@ impl OfflineCommand {
     }
 }
 
-/// Writes to standard output; a reader that went away (`| head`) is not an error.
 fn emit(text: &str) -> Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn emit_bytes(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(e).context("cannot write to standard output")
         }
         _ => Ok(()),
     }
+}
+
+/// `wait` or `hold`, listed in `--help`.
+fn metric_parser() -> impl TypedValueParser<Value = Metric> {
+    PossibleValuesParser::new(["wait", "hold"]).try_map(|s| s.parse::<Metric>())
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use locktrace_report::{Report, ReportError, export, merge};
+use locktrace_report::{Metric, Report, ReportError, export, merge};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportsError {
@@ -12,6 +12,10 @@ pub enum ReportsError {
     Report(#[from] ReportError),
     #[error("{}: no lock matches {pattern:?}", path.display())]
     NoLockMatches { path: PathBuf, pattern: String },
+    #[error("{} has no stacks (record with --stacks)", path.display())]
+    NoStacks { path: PathBuf },
+    #[error("--metric applies to --format folded and pprof only")]
+    MetricWithoutStacks,
 }
 
 /// What `export` writes.
@@ -21,11 +25,26 @@ pub enum ExportFormat {
     Bmf,
     /// HdrHistogram percentile distribution text.
     Hdr,
+    /// Stacks as folded lines (`LOCK;MODE;root;…;leaf MICROSECONDS`) for flame graph tools.
+    Folded,
+    /// Stacks as a gzipped pprof profile, for `go tool pprof`.
+    Pprof,
 }
 
-/// An export's text, and what the user should know about it.
+impl ExportFormat {
+    /// Whether the format is binary, so not for a terminal.
+    pub fn is_binary(self) -> bool {
+        self == ExportFormat::Pprof
+    }
+
+    fn has_metric(self) -> bool {
+        matches!(self, ExportFormat::Folded | ExportFormat::Pprof)
+    }
+}
+
+/// An export's bytes (text but for pprof), and what the user should know about it.
 pub struct Export {
-    pub text: String,
+    pub bytes: Vec<u8>,
     /// One line each, for standard error.
     pub notes: Vec<String>,
 }
@@ -56,11 +75,16 @@ pub fn labels(paths: &[PathBuf]) -> Vec<String> {
 }
 
 /// The report at `path` in `format`, limited to the locks matching the glob `lock` if given.
+/// `metric` picks the stacks of the stack formats: folded defaults to hold, pprof to both.
 pub fn export(
     path: &Path,
     format: ExportFormat,
     lock: Option<&str>,
+    metric: Option<Metric>,
 ) -> Result<Export, ReportsError> {
+    if metric.is_some() && !format.has_metric() {
+        return Err(ReportsError::MetricWithoutStacks);
+    }
     let mut report = Report::read(path)?;
     if let Some(pattern) = lock {
         report.locks.retain(|l| l.key.matches(pattern));
@@ -71,8 +95,24 @@ pub fn export(
             });
         }
     }
+    if format.has_metric() && !export::has_stacks(&report) {
+        return Err(ReportsError::NoStacks {
+            path: path.to_owned(),
+        });
+    }
     let mut notes = Vec::new();
-    let text = match format {
+    if format.has_metric() {
+        // Neither format has a place for a note; the lock frame would pass for a single file.
+        for named in merge::by_name(&report.locks)?.values() {
+            if named.files > 1 {
+                notes.push(format!(
+                    "note: {} merged into one lock frame",
+                    named.label()
+                ));
+            }
+        }
+    }
+    let bytes = match format {
         ExportFormat::Bmf => {
             // BMF has no place for a note; without one, a merged benchmark would pass for a
             // single lock file.
@@ -81,11 +121,20 @@ pub fn export(
                     notes.push(format!("note: {} merged into one benchmark", named.label()));
                 }
             }
-            export::bmf(&report)? + "\n"
+            (export::bmf(&report)? + "\n").into_bytes()
         }
-        ExportFormat::Hdr => export::hdr_text(&report)?,
+        ExportFormat::Hdr => export::hdr_text(&report)?.into_bytes(),
+        ExportFormat::Folded => {
+            let metric = metric.unwrap_or(Metric::Hold);
+            let text = export::folded(&report, metric)?;
+            if text.is_empty() {
+                notes.push(format!("note: no {metric} stacks, so no lines"));
+            }
+            text.into_bytes()
+        }
+        ExportFormat::Pprof => export::pprof(&report, metric)?,
     };
-    Ok(Export { text, notes })
+    Ok(Export { bytes, notes })
 }
 
 #[cfg(test)]
