@@ -77,18 +77,32 @@ fn parallel_podman_pulls_name_their_blockers_and_containers_storage_stacks() {
     let report = dir.path().join("report.json");
     let out = Command::new(locktrace())
         .current_dir(&images)
-        .args(["record", "--stacks", "--lock", "layers.lock", "--quiet", "-o"])
+        .args([
+            "record",
+            "--stacks",
+            "--lock",
+            "layers.lock",
+            "--quiet",
+            "-o",
+        ])
         .arg(&report)
         .args(["--", "sh", "-c", &script])
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&runroot);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = Report::read(&report).unwrap();
     let layers = report
         .locks
         .iter()
-        .find(|l| l.key.path.as_deref() == Some(&format!("{}/overlay-layers/layers.lock", store.display())))
+        .find(|l| {
+            l.key.path.as_deref()
+                == Some(&format!("{}/overlay-layers/layers.lock", store.display()))
+        })
         .unwrap_or_else(|| panic!("no layers.lock of the store: {:?}", report.locks));
     let write = &layers.modes[&Mode::Write];
     // Four pulls into one store wait for each other's layer commits.

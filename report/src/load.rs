@@ -11,11 +11,11 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::blockers;
-use crate::stacks;
 use crate::error::ReportError;
 use crate::histogram;
 use crate::lock_order;
 use crate::model::{Metric, MetricReport, Report, SCHEMA_VERSION, Statistic, Summary};
+use crate::stacks;
 
 /// The largest report file read (64 MiB). A report holds a few KiB per lock file, so this leaves
 /// room for tens of thousands of lock files while keeping a hostile input from exhausting memory.
@@ -118,12 +118,12 @@ impl Report {
                 })?;
                 for metric in Metric::ALL {
                     let s = &mode_report.metric(metric).summary;
-                    stacks::check(mode_report.stacks(metric), s.count, s.max).map_err(|reason| {
-                        ReportError::Corrupt {
+                    stacks::check(mode_report.stacks(metric), s.count, s.max).map_err(
+                        |reason| ReportError::Corrupt {
                             path: origin.to_path_buf(),
                             reason: format!("{} {mode} {metric} stacks: {reason}", lock.key),
-                        }
-                    })?;
+                        },
+                    )?;
                 }
             }
         }

@@ -11,9 +11,9 @@ use crate::duration::human_duration;
 use crate::error::ReportError;
 use crate::histogram;
 use crate::lock_order::LockOrder;
-use crate::stacks::{MetricStacks, Stacks};
 pub use crate::mode::Mode;
 use crate::pattern::glob_match;
+use crate::stacks::{MetricStacks, Stacks};
 
 /// Version of the JSON layout written by [`Report::write`]. Readers accept any version up to this one
 /// and reject newer ones, so a report never gets silently misread by an older tool.

@@ -6,11 +6,11 @@ use crate::blockers::{BlockerAcc, Holder};
 use crate::error::ReportError;
 use crate::histogram::{MAX_SAMPLES, new_histogram};
 use crate::lock_order::{OrderAcc, OrderExample};
-use crate::stacks::{Frames, MetricStacksAcc, Stacks};
 use crate::model::{
     Actor, ActorStat, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
     ReportMeta, SCHEMA_VERSION, Summary, TOP_ACTORS, TryCounts, TryOutcome,
 };
+use crate::stacks::{Frames, MetricStacksAcc, Stacks};
 
 /// Aggregates individual lock samples into a [`Report`].
 #[derive(Debug, Clone, Default)]

@@ -127,7 +127,10 @@ impl MetricStacksAcc {
         // Looked up first so the common case (a known stack) does not clone the frames.
         let acc = match self.stacks.get_mut(frames) {
             Some(acc) => acc,
-            None => self.stacks.entry(frames.clone()).or_insert_with(StackAcc::new),
+            None => self
+                .stacks
+                .entry(frames.clone())
+                .or_insert_with(StackAcc::new),
         };
         // `record` grows the histogram; saturating only past its auto-resize limit.
         if acc.hist.record(nanos).is_err() {
@@ -235,7 +238,8 @@ pub(crate) fn check(stacks: &MetricStacks, count: u64, max: u64) -> Result<(), S
                 s.max_ns
             ));
         }
-        if s.max_ns > s.total_ns || u128::from(s.max_ns) * u128::from(s.count) < u128::from(s.total_ns)
+        if s.max_ns > s.total_ns
+            || u128::from(s.max_ns) * u128::from(s.count) < u128::from(s.total_ns)
         {
             return Err(format!(
                 "{who}'s longest sample {} ns does not fit its {} samples totalling {} ns",
@@ -246,7 +250,9 @@ pub(crate) fn check(stacks: &MetricStacks, count: u64, max: u64) -> Result<(), S
     if let Some(o) = &stacks.others
         && (o.stacks == 0 || o.count == 0 || o.max_ns > max)
     {
-        return Err("other stacks: no stacks, no samples or a sample longer than the metric's".into());
+        return Err(
+            "other stacks: no stacks, no samples or a sample longer than the metric's".into(),
+        );
     }
     if stacks.count() > count {
         return Err(format!(
@@ -262,7 +268,11 @@ mod tests {
     use super::*;
 
     fn frames(names: &[&str]) -> Frames {
-        names.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()
+        names
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into()
     }
 
     #[test]
@@ -277,7 +287,10 @@ mod tests {
         let r = acc.report();
         assert_eq!(r.top.len(), 2);
         assert_eq!(r.top[0].frames, b.to_vec());
-        assert_eq!((r.top[1].count, r.top[1].total_ns, r.top[1].max_ns), (3, 600, 300));
+        assert_eq!(
+            (r.top[1].count, r.top[1].total_ns, r.top[1].max_ns),
+            (3, 600, 300)
+        );
         assert_eq!(r.others, None);
         check(&r, 4, 10_000).unwrap();
     }
@@ -315,7 +328,10 @@ mod tests {
         merged.absorb(&once).unwrap();
         merged.absorb(&once).unwrap();
         let r = merged.report();
-        assert_eq!((r.top[0].count, r.top[0].total_ns, r.top[0].max_ns), (4, 2400, 700));
+        assert_eq!(
+            (r.top[0].count, r.top[0].total_ns, r.top[0].max_ns),
+            (4, 2400, 700)
+        );
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
     };
     let started = Tracer::start(&opts.filter, opts.attach, opts.stacks).and_then(|mut t| {
         let stacks = match opts.stacks {
-            true => Some(Stacks::new(t.take_stacks().ok_or(Error::MapMissing("STACKS"))??)),
+            true => Some(Stacks::new(
+                t.take_stacks().ok_or(Error::MapMissing("STACKS"))??,
+            )),
             false => None,
         };
         Ok((t, stacks))

@@ -23,7 +23,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use tracer_common::{
     COMPONENT_LEN, Config, Event, F_OFD_SETLK, F_OFD_SETLKW, F_SETLK, F_SETLKW, F_UNLCK, HeldKey,
-    InodeKey, NAME_LEN, NO_STACK, PATH_DEPTH, PathRecord, counter, event_flag, filter, kind, option,
+    InodeKey, NAME_LEN, NO_STACK, PATH_DEPTH, PathRecord, counter, event_flag, filter, kind,
+    option,
 };
 
 use crate::kernel::{

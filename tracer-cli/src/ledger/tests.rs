@@ -2,15 +2,7 @@ use super::*;
 use locktrace_report::ReportMeta;
 use tracer_common::{F_SETLK, NAME_LEN};
 
-fn ev(
-    kind: u32,
-    cmd: u32,
-    lock_type: u32,
-    start: u64,
-    end: u64,
-    ret: i32,
-    owner: u64,
-) -> Event {
+fn ev(kind: u32, cmd: u32, lock_type: u32, start: u64, end: u64, ret: i32, owner: u64) -> Event {
     let lock = crate::filter::DEFAULT_LOCKS[1].as_bytes();
     let mut name = [0u8; NAME_LEN];
     name[..lock.len()].copy_from_slice(lock);
@@ -235,14 +227,7 @@ fn on(ino: u64, name: &str, mut e: Event) -> Event {
 }
 
 /// Process `pid` (lock owner `owner`) takes `first` then `second` and releases both.
-fn nest(
-    l: &mut Ledger,
-    pid: u32,
-    owner: u64,
-    first: (u64, &str),
-    second: (u64, &str),
-    at: u64,
-) {
+fn nest(l: &mut Ledger, pid: u32, owner: u64, first: (u64, &str), second: (u64, &str), at: u64) {
     let lock = |(ino, name): (u64, &str), t| {
         by(
             pid,
@@ -374,7 +359,11 @@ fn edeadlk_is_counted_among_the_errors() {
 }
 
 fn frames(names: &[&str]) -> Frames {
-    names.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()
+    names
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .into()
 }
 
 #[test]
@@ -418,7 +407,12 @@ fn a_lock_order_example_carries_the_stacks_of_both_calls() {
     let mut l = ledger();
     let outer = frames(&["fcntl", "outer"]);
     let inner = frames(&["fcntl", "inner"]);
-    let take = |ino, name, t| by(10, on(ino, name, ev(kind::LOCK, F_SETLKW, F_WRLCK, t, t + 1, 0, 1)));
+    let take = |ino, name, t| {
+        by(
+            10,
+            on(ino, name, ev(kind::LOCK, F_SETLKW, F_WRLCK, t, t + 1, 0, 1)),
+        )
+    };
     l.record_with_stack(&take(A.0, A.1, 0), Some(outer.clone()));
     l.record_with_stack(&take(B.0, B.1, 10), Some(inner.clone()));
     let r = report(l);

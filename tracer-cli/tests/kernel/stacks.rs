@@ -57,7 +57,10 @@ fn record_program(program: &str) -> Option<(Report, PathBuf, tempfile::TempDir)>
         &["--stacks", "--path", lock.to_str().unwrap()],
         &[exe.to_str().unwrap(), lock.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{program} under record --stacks failed");
+    assert!(
+        out.status.success(),
+        "{program} under record --stacks failed"
+    );
     Some((report, lock, work))
 }
 
@@ -72,7 +75,11 @@ fn top_stack(report: &Report, lock: &Path, metric: Metric) -> Vec<String> {
         mode.metric(metric).summary.count,
         "every {metric} sample has a stack: {stacks:?}"
     );
-    assert_eq!(stacks.top.len(), 1, "one code path took the lock: {stacks:?}");
+    assert_eq!(
+        stacks.top.len(),
+        1,
+        "one code path took the lock: {stacks:?}"
+    );
     let top = &stacks.top[0];
     assert_eq!(top.count, 10, "ten lock calls");
     assert_eq!(top.total_ns, mode.metric(metric).summary.total);
