@@ -6,8 +6,9 @@
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
 //! `tracer` ← `ledger`, `doctor` ← `session`; `holders` (who held a file when) and `process`
-//! (holders' command lines and containers) under `ledger`; `child` (the held command) and `reports` (saved
-//! reports, for the commands that need no tracing) stand alone.
+//! (holders' command lines and containers) under `ledger`; `child` (the held command), `reports` (saved
+//! reports, for the commands that need no tracing) and `symbolize` (names for captured user stacks,
+//! used by `session`) stand alone.
 
 pub mod attach;
 pub mod child;
@@ -19,6 +20,7 @@ pub mod ledger;
 pub mod process;
 pub mod reports;
 pub mod session;
+pub mod symbolize;
 pub mod tracer;
 
 /// Errors of the tracing library; each renders as one line that says what to do.
