@@ -6,8 +6,9 @@
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
 //! `tracer` ← `ledger`, `doctor` ← `session`; `holders` (who held a file when) and `process`
-//! (holders' command lines and containers) under `ledger`; `child` (the held command) and `reports` (saved
-//! reports, for the commands that need no tracing) stand alone.
+//! (holders' command lines and containers) under `ledger`; `child` (the held command), `reports` (saved
+//! reports, for the commands that need no tracing) stand alone; `symbolize` (names for user stack
+//! addresses: ELF/DWARF, Go's pclntab) ← `stacks` (the stack map read and named) ← `session`.
 
 pub mod attach;
 pub mod child;

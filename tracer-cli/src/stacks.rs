@@ -53,14 +53,9 @@ impl Stacks {
                 return Some(self.lost.clone());
             }
         };
-        // Past the leaf, each frame is a return address: the call is the instruction before it,
-        // and a call that ends a function would otherwise be named after the next one.
-        let addrs: Vec<u64> = trace
-            .frames()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| if i == 0 { f.ip } else { f.ip.saturating_sub(1) })
-            .collect();
+        // Leaf first, as captured; the symbolizer knows the frames past the leaf are return
+        // addresses.
+        let addrs: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
         let frames: Frames = self.symbolizer.symbolize(ev.pid, &addrs).into();
         if self.named.len() >= MAX_NAMED {
             self.named.clear();
