@@ -53,6 +53,13 @@ impl Mapping {
         paths
     }
 
+    /// The path as the process sees it, taken as ours; only trusted once it is shown to name the
+    /// same file.
+    pub fn plain_path(&self) -> Option<PathBuf> {
+        let path = self.path.as_deref()?;
+        (self.is_file() && !path.ends_with(" (deleted)")).then(|| PathBuf::from(path))
+    }
+
     pub fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
     }

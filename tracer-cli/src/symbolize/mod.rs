@@ -264,6 +264,12 @@ fn open(
         let Some(key) = FileKey::of(&path) else {
             continue;
         };
+        // The same file under its own path in our namespace (no chroot between us) outlives the
+        // process, and blazesym parses it once for every process that maps it.
+        let path = match mapping.plain_path() {
+            Some(plain) if FileKey::of(&plain) == Some(key) => plain,
+            _ => path,
+        };
         let binary = match binaries.get(&key) {
             Some(binary) => binary.clone(),
             None => {

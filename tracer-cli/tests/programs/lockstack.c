@@ -1,6 +1,6 @@
 /* The stack tests' C program: takes ARGV[1]'s write lock through two functions with distinctive
- * names, ten times. Built with frame pointers (programs/build.sh) so the kernel can walk its stack.
- * The function that calls fcntl itself is not expected in the stack: glibc's fcntl keeps no frame
+ * names, ten times for 20 ms each, so it lives while locktrace names its stack. Built with frame
+ * pointers (programs/build.sh) so the kernel can walk its stack. The function that calls fcntl itself is not expected in the stack: glibc's fcntl keeps no frame
  * pointer, so a frame-pointer walk from inside it goes straight to that function's caller. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ __attribute__((noinline)) void c_stack_test_hold_layers(const char *path)
         exit(1);
     }
     c_stack_test_take_lock(fd);
-    usleep(5000);
+    usleep(20000);
     close(fd);
 }
 

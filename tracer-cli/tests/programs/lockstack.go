@@ -27,7 +27,7 @@ func goStackTestHoldLayers(path string) {
 		os.Exit(1)
 	}
 	goStackTestTakeLock(f)
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
 	f.Close()
 }
 
