@@ -1,4 +1,4 @@
-//! locktrace's kernel side. See `program.rs` for what each hook does.
+//! locktrace's kernel side. See `program/mod.rs` for what each hook does.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]

@@ -1,0 +1,120 @@
+//! Which file a lock call is about: the fd table walk, the file's identity and name, the filters,
+//! and the path sent once per inode.
+
+use tracer_common::{
+    COMPONENT_LEN, Config, Event, F_OFD_SETLK, F_OFD_SETLKW, F_SETLK, F_SETLKW, InodeKey, NAME_LEN,
+    PATH_DEPTH, PathRecord, event_flag, filter,
+};
+
+use super::{
+    BPF_NOEXIST, Miss, Outcome,
+    maps::{EVENTS, INODES, NAMES, PATH_SCRATCH, PIDS, SEEN},
+    require, submit_flags,
+};
+use crate::kernel::{current_cgroup_id, current_task, read_at, read_kernel_str};
+
+pub(super) fn is_lock_cmd(cmd: u32) -> bool {
+    matches!(cmd, F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW)
+}
+
+pub(super) fn is_ofd(cmd: u32) -> bool {
+    matches!(cmd, F_OFD_SETLK | F_OFD_SETLKW)
+}
+
+/// Process filters that need no file: pid tree and cgroup.
+pub(super) fn process_wanted(cfg: &Config, tgid: u32) -> bool {
+    if cfg.flags & filter::BY_PID != 0 && PIDS.get_ptr(&tgid).is_none() {
+        return false;
+    }
+    if cfg.flags & filter::BY_CGROUP != 0 && current_cgroup_id() != cfg.cgroup_id {
+        return false;
+    }
+    true
+}
+
+/// `current->files->fdt->fd[fd]`, bounds-checked against `max_fds`.
+pub(super) fn file_from_fd(cfg: &Config, fd: u32) -> Option<u64> {
+    let o = &cfg.offsets;
+    let files: u64 = read_at(current_task(), o.task_files)?;
+    let fdt: u64 = read_at(files, o.files_fdt)?;
+    let max_fds: u32 = read_at(fdt, o.fdtable_max_fds)?;
+    if fd >= max_fds {
+        return None;
+    }
+    let fds: u64 = read_at(fdt, o.fdtable_fd)?;
+    let file: u64 = read_at(fds, (fd as u64) * 8)?;
+    if file == 0 { None } else { Some(file) }
+}
+
+pub(super) fn current_files(cfg: &Config) -> Option<u64> {
+    read_at(current_task(), cfg.offsets.task_files)
+}
+
+/// Fills identity (dev, ino, name) from a `struct file *` and applies the file filters.
+pub(super) fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> Outcome {
+    let o = &cfg.offsets;
+    let inode = read_at::<u64>(file, o.file_inode).ok_or(Miss::ReadFailed)?;
+    ev.ino = read_at::<u64>(inode, o.inode_ino).unwrap_or(0);
+    ev.dev = read_at::<u64>(inode, o.inode_sb)
+        .and_then(|sb| read_at::<u32>(sb, o.sb_dev))
+        .unwrap_or(0) as u64;
+    ev.name = [0; NAME_LEN];
+    let named = read_at::<u64>(file, o.file_dentry)
+        .and_then(|dentry| read_at::<u64>(dentry, o.dentry_name))
+        .and_then(|p| read_kernel_str(p, &mut ev.name))
+        .is_some();
+    if !named {
+        ev.flags |= event_flag::NAME_MISSING;
+    }
+    if cfg.flags & filter::ALL_LOCKS != 0 {
+        return Ok(());
+    }
+    if cfg.flags & filter::BY_NAME != 0 && named && NAMES.get_ptr(&ev.name).is_some() {
+        return Ok(());
+    }
+    let key = InodeKey {
+        dev: ev.dev,
+        ino: ev.ino,
+    };
+    require(cfg.flags & filter::BY_INODE != 0 && INODES.get_ptr(&key).is_some())
+}
+
+/// Sends the path of a traced inode the first time it is seen.
+pub(super) fn send_path_once(cfg: &Config, file: u64, dev: u64, ino: u64) -> Outcome {
+    let key = InodeKey { dev, ino };
+    // One insert both checks and claims: two CPUs cannot both send the path.
+    SEEN.insert(&key, &1, BPF_NOEXIST)
+        .map_err(|_| Miss::Ignored)?;
+    let rec = PATH_SCRATCH.get_ptr_mut(0).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded, so this is this CPU's scratch slot; programs do not nest on a
+    // CPU, so this is the only reference to it while the program runs.
+    let rec = unsafe { &mut *rec };
+    let o = &cfg.offsets;
+    rec.dev = dev;
+    rec.ino = ino;
+    rec.depth = 0;
+    rec.incomplete = 1;
+    let mut dentry = read_at::<u64>(file, o.file_dentry).ok_or(Miss::Ignored)?;
+    for i in 0..PATH_DEPTH {
+        let Some(parent) = read_at::<u64>(dentry, o.dentry_parent) else {
+            break;
+        };
+        if parent == dentry {
+            // The filesystem root: its "/" is implied.
+            rec.incomplete = 0;
+            break;
+        }
+        let slot = &mut rec.components[i];
+        *slot = [0; COMPONENT_LEN];
+        let read = read_at::<u64>(dentry, o.dentry_name).and_then(|p| read_kernel_str(p, slot));
+        match read {
+            // A full slot means the name may have been cut.
+            Some(len) if len < COMPONENT_LEN - 1 => rec.depth = i as u32 + 1,
+            _ => break,
+        }
+        dentry = parent;
+    }
+    EVENTS
+        .output::<PathRecord>(&*rec, submit_flags())
+        .map_err(|_| Miss::RingbufFull)
+}

@@ -1,0 +1,195 @@
+//! Lock calls: entry parks a half-built event per thread, exit completes and sends it.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{fentry, fexit, tracepoint},
+    programs::{FEntryContext, FExitContext, TracePointContext, tracing::StackIdContext},
+};
+use tracer_common::{Config, Event, F_UNLCK, HeldKey, NO_STACK, counter, kind, option};
+
+use super::{
+    DONE, Miss, Outcome, bump, config,
+    file::{
+        current_files, describe_file, file_from_fd, is_lock_cmd, is_ofd, process_wanted,
+        send_path_once,
+    },
+    maps::{EVENTS, HELD, PENDING, SCRATCH, STACKS},
+    require, submit_flags,
+};
+use crate::kernel::{now_ns, read_kernel, read_user, tp_field};
+
+const BPF_F_USER_STACK: u64 = 1 << 8;
+
+/// The user stack of the current lock call, when asked for; a failed capture is counted and the
+/// event goes out without it.
+fn user_stack<C: StackIdContext>(ctx: &C, cfg: &Config) -> i32 {
+    if cfg.options & option::USER_STACKS == 0 {
+        return NO_STACK;
+    }
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+        Ok(id) => id as i32,
+        Err(errno) => {
+            bump(counter::STACK_LOST);
+            errno.min(-1)
+        }
+    }
+}
+
+/// Common entry half: `file` is the locked file, `l_type` the requested lock type.
+fn lock_enter<C: StackIdContext>(
+    ctx: &C,
+    cfg: &Config,
+    fd: i32,
+    cmd: u32,
+    file: u64,
+    l_type: u32,
+) -> Outcome {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    require(process_wanted(cfg, tgid))?;
+    let ev = SCRATCH.get_ptr_mut(0).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded, so this is this CPU's scratch slot; programs do not nest on a
+    // CPU, so this is the only reference to it while the program runs.
+    let ev = unsafe { &mut *ev };
+    ev.flags = 0;
+    if l_type == F_UNLCK {
+        // An unlock only needs to mark the thread as inside one, so the release it causes is
+        // labelled as such; the release event carries the rest. No file walk, no event of its own.
+        ev.lock_type = F_UNLCK;
+        return PENDING
+            .insert(&pid_tgid, &*ev, 0)
+            .map_err(|_| Miss::MapFull);
+    }
+    describe_file(cfg, file, ev)?;
+    let owner = if is_ofd(cmd) {
+        Some(file)
+    } else {
+        current_files(cfg)
+    };
+    let owner = owner.ok_or(Miss::ReadFailed)?;
+    // A path that cannot be sent costs the path, not the lock event.
+    if let Err(miss) = send_path_once(cfg, file, ev.dev, ev.ino) {
+        miss.counted();
+    }
+    ev.owner = owner;
+    ev.start_ns = now_ns();
+    ev.end_ns = 0;
+    ev.pid = tgid;
+    ev.tid = pid_tgid as u32;
+    ev.fd = fd;
+    ev.ret = 0;
+    ev.kind = kind::LOCK;
+    ev.cmd = cmd;
+    ev.lock_type = l_type;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Last, so untraced files and unlocks pay nothing for it.
+    ev.stack_id = user_stack(ctx, cfg);
+    PENDING
+        .insert(&pid_tgid, &*ev, 0)
+        .map_err(|_| Miss::MapFull)
+}
+
+/// Common exit half: emits the lock event and records a successful acquisition as held.
+fn lock_exit(ret: i32) -> Outcome {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pending = PENDING.get_ptr(&pid_tgid).ok_or(Miss::Ignored)?;
+    let now = now_ns();
+    // SAFETY: the lookup succeeded; the entry is keyed by the current thread, so only this thread's
+    // programs write it, and it is read before the delete below.
+    let pending = unsafe { &*pending };
+    let sent = if pending.lock_type == F_UNLCK {
+        Ok(())
+    } else {
+        complete(pending, now, ret)
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    sent
+}
+
+/// Marks a successful lock as held and sends the finished event.
+fn complete(pending: &Event, now: u64, ret: i32) -> Outcome {
+    if ret == 0 {
+        let key = HeldKey {
+            dev: pending.dev,
+            ino: pending.ino,
+            owner: pending.owner,
+        };
+        // The event still goes out; only its release will be unmatched.
+        if HELD.insert(&key, &1, 0).is_err() {
+            bump(counter::MAP_FULL);
+        }
+    }
+    let mut slot = EVENTS.reserve::<Event>(0).ok_or(Miss::RingbufFull)?;
+    let mut ev = *pending;
+    ev.end_ns = now;
+    ev.ret = ret;
+    slot.write(ev);
+    slot.submit(submit_flags());
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
+    match try_sys_enter_fcntl(&ctx) {
+        Ok(()) => DONE,
+        Err(miss) => miss.counted(),
+    }
+}
+
+fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
+    // Syscall tracepoint args are 8-byte slots after the 16-byte header (fd, cmd, arg); this layout
+    // is the syscall ABI, identical on every kernel.
+    let cmd = tp_field::<u64>(ctx, 24).ok_or(Miss::Ignored)? as u32;
+    require(is_lock_cmd(cmd))?;
+    // Untraced processes stop here, before the user read and the fd-table walk.
+    let cfg = config();
+    require(process_wanted(
+        cfg,
+        (bpf_get_current_pid_tgid() >> 32) as u32,
+    ))?;
+    let fd = tp_field::<u64>(ctx, 16).unwrap_or(u64::MAX) as u32;
+    let arg = tp_field::<u64>(ctx, 32).unwrap_or(0);
+    // struct flock starts with `short l_type` on every Linux ABI.
+    let l_type = read_user::<i16>(arg).ok_or(Miss::Ignored)? as u32;
+    let file = if l_type == F_UNLCK {
+        0
+    } else {
+        file_from_fd(cfg, fd).ok_or(Miss::Ignored)?
+    };
+    lock_enter(ctx, cfg, fd as i32, cmd, file, l_type)
+}
+
+#[tracepoint]
+pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
+    match lock_exit(tp_field::<i64>(&ctx, 16).unwrap_or(0) as i32) {
+        Ok(()) => DONE,
+        Err(miss) => miss.counted(),
+    }
+}
+
+/// fentry mode: `int fcntl_setlk(unsigned int fd, struct file *filp, unsigned int cmd, struct flock *flock)`.
+#[fentry(function = "fcntl_setlk")]
+pub fn fcntl_setlk_entry(ctx: FEntryContext) -> u32 {
+    match try_fcntl_setlk_entry(&ctx) {
+        Ok(()) => DONE,
+        Err(miss) => miss.counted(),
+    }
+}
+
+fn try_fcntl_setlk_entry(ctx: &FEntryContext) -> Outcome {
+    let fd: u32 = ctx.arg(0);
+    let file: u64 = ctx.arg(1);
+    let cmd: u32 = ctx.arg(2);
+    let flock: u64 = ctx.arg(3);
+    let l_type = read_kernel::<i16>(flock).ok_or(Miss::Ignored)?;
+    lock_enter(ctx, config(), fd as i32, cmd, file, l_type as u32)
+}
+
+#[fexit(function = "fcntl_setlk")]
+pub fn fcntl_setlk_exit(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(4);
+    match lock_exit(ret as i32) {
+        Ok(()) => DONE,
+        Err(miss) => miss.counted(),
+    }
+}

@@ -1,0 +1,48 @@
+//! Every map the programs share, with its size and what it holds.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use tracer_common::{Event, HeldKey, InodeKey, NAME_LEN, PathRecord, counter};
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Lock calls in flight, by `pid_tgid`.
+#[map]
+pub static PENDING: HashMap<u64, Event> = HashMap::with_max_entries(16384, 0);
+
+/// Locks currently held by a traced owner; releases of anything else are ignored.
+#[map]
+pub static HELD: HashMap<HeldKey, u8> = HashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static NAMES: HashMap<[u8; NAME_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+#[map]
+pub static INODES: HashMap<InodeKey, u8> = HashMap::with_max_entries(256, 0);
+
+/// Traced processes (tgid) when filtering by pid or process tree.
+#[map]
+pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// User stacks of lock calls (`--stacks`), deduplicated by the kernel. Sized by the loader: one
+/// entry unless stacks are asked for. Without `BPF_F_REUSE_STACKID` a stack never replaces another
+/// under its ID, so an ID userspace reads later still names the stack the event was taken with.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
+
+/// Inodes whose path was already sent.
+#[map]
+pub static SEEN: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<PathRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space: an `Event` is too big to build on the 512-byte BPF stack next to everything else.
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
