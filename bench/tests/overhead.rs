@@ -132,7 +132,7 @@ fn every_tracer_runs_and_counts_the_loops_lock_calls() {
         "--rounds",
         "1",
         "--variants",
-        "untraced,bpftrace-min,lockstats,locktrace,locktrace-all-locks,locktrace-stacks",
+        "untraced,bpftrace-min,lockstats,locktrace,locktrace-summary,locktrace-all-locks,locktrace-stacks",
         "--contrib",
         contrib().to_str().unwrap(),
         "--out",
@@ -148,6 +148,7 @@ fn every_tracer_runs_and_counts_the_loops_lock_calls() {
         "bpftrace-min",
         "lockstats",
         "locktrace",
+        "locktrace-summary",
         "locktrace-all-locks",
         "locktrace-stacks",
     ] {
@@ -279,6 +280,7 @@ fn without_root_the_tracers_are_unavailable_and_the_untraced_loop_runs() {
         "bpftrace-min",
         "lockstats",
         "locktrace",
+        "locktrace-summary",
         "locktrace-all-locks",
         "locktrace-stacks",
     ] {

@@ -36,8 +36,9 @@ pub use histogram::{SIGNIFICANT_DIGITS, new_histogram};
 pub use load::MAX_REPORT_BYTES;
 pub use lock_order::{LockOrder, MAX_ORDER_EDGES, OrderEdge, OrderExample, describe_cycle};
 pub use model::{
-    Actor, ActorStat, Drops, LockKey, LockReport, Metric, MetricReport, Mode, ModeReport, Report,
-    ReportMeta, SCHEMA_VERSION, Source, Statistic, Summary, TOP_ACTORS, TryCounts, TryOutcome,
+    Actor, ActorStat, Collection, Drops, LockKey, LockReport, Metric, MetricReport, Mode,
+    ModeReport, Report, ReportMeta, SCHEMA_VERSION, Source, Statistic, Summary, TOP_ACTORS,
+    TryCounts, TryOutcome,
 };
 pub use output::write_atomic;
 pub use pattern::glob_match;

@@ -40,6 +40,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         if meta.kernel != r.meta.kernel {
             meta.kernel = None;
         }
+        if meta.collection != r.meta.collection {
+            meta.collection = None;
+        }
         if meta.command != r.meta.command {
             meta.command.clear();
         }

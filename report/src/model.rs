@@ -180,6 +180,25 @@ impl Drops {
     }
 }
 
+/// How a kernel trace was collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collection {
+    /// Every lock call and release sent to userspace and paired there.
+    Events,
+    /// Aggregated in kernel maps; no per-event data (blockers, lock order, stacks).
+    Summary,
+}
+
+impl fmt::Display for Collection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Collection::Events => "events",
+            Collection::Summary => "summary",
+        })
+    }
+}
+
 /// How and where a report was produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportMeta {
@@ -191,6 +210,11 @@ pub struct ReportMeta {
     /// Kernel release the trace ran on.
     #[serde(default)]
     pub kernel: Option<String>,
+    /// How the kernel tracer collected: an event per lock call, or in-kernel summaries
+    /// (`record --summary`, whose percentiles are within its buckets' 1.6 %). `None` for store
+    /// timings and reports from before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<Collection>,
     /// The traced command line, if any.
     #[serde(default)]
     pub command: Vec<String>,
@@ -209,6 +233,7 @@ impl ReportMeta {
             source,
             attach: None,
             kernel: None,
+            collection: None,
             command: Vec::new(),
             duration_ns: 0,
             drops: Drops::default(),

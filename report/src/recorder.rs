@@ -247,6 +247,59 @@ impl Recorder {
         }
     }
 
+    /// Adds a metric aggregated elsewhere (the kernel's summary mode): its histogram and the exact
+    /// total, minimum and maximum of its samples.
+    pub fn absorb_metric(
+        &mut self,
+        lock: &LockKey,
+        mode: Mode,
+        metric: Metric,
+        hist: &Histogram<u64>,
+        (total, min, max): (u64, u64, u64),
+    ) -> Result<(), ReportError> {
+        let summary = Summary {
+            count: hist.len(),
+            total,
+            min,
+            max,
+            ..Summary::default()
+        };
+        let acc = self.mode_acc(lock, mode);
+        let acc = match metric {
+            Metric::Wait => &mut acc.wait,
+            Metric::Hold => &mut acc.hold,
+        };
+        acc.absorb(hist, &summary)
+            .map_err(|reason| ReportError::Histogram {
+                at: format!("{lock} {mode} {metric}"),
+                reason,
+            })
+    }
+
+    /// Adds try-lock outcomes counted elsewhere.
+    pub fn add_tries(&mut self, lock: &LockKey, mode: Mode, tries: &TryCounts) {
+        self.mode_acc(lock, mode).tries.add(tries);
+    }
+
+    /// Adds one process's share of a metric counted elsewhere: `count` samples totalling `total` ns.
+    pub fn add_actor(
+        &mut self,
+        lock: &LockKey,
+        mode: Mode,
+        metric: Metric,
+        actor: &Actor,
+        (count, total): (u64, u64),
+    ) {
+        let acc = self.mode_acc(lock, mode);
+        let actors = match metric {
+            Metric::Wait => &mut acc.waiters,
+            Metric::Hold => &mut acc.holders,
+        };
+        let e = actors.entry(actor.clone()).or_default();
+        e.0 = e.0.saturating_add(count);
+        e.1 = e.1.saturating_add(total);
+    }
+
     /// A wait that was blocked by a holder the trace did not see.
     pub fn record_holder_not_traced(&mut self, lock: &LockKey, mode: Mode) {
         self.mode_acc(lock, mode).blockers.holder_not_traced();

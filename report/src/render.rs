@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::blockers::{Blocker, BlockerOthers};
 use crate::duration::human_duration;
 use crate::lock_order::{LockOrder, describe_cycle};
-use crate::model::{ActorStat, Metric, ModeReport, Report, Summary};
+use crate::model::{ActorStat, Collection, Metric, ModeReport, Report, Summary};
 use crate::stacks::MetricStacks;
 
 const COLUMNS: [&str; 8] = [
@@ -23,6 +23,9 @@ pub fn render_text(report: &Report) -> String {
     }
     if let Some(kernel) = &meta.kernel {
         let _ = write!(out, ", kernel: {kernel}");
+    }
+    if meta.collection == Some(Collection::Summary) {
+        let _ = write!(out, ", collection: summary (in-kernel)");
     }
     let _ = writeln!(out, ", duration: {}", human_duration(meta.duration_ns));
     if !meta.command.is_empty() {

@@ -125,7 +125,7 @@ pub fn diagnose() -> Diagnosis {
             ..Default::default()
         };
         // One object for every trial: the hooks are separate programs, and nothing reads the events.
-        let mut ebpf = match tracer::load(&config, 1) {
+        let mut ebpf = match tracer::load(&config, Default::default()) {
             Ok(ebpf) => {
                 checks.push(Check {
                     name: "ringbuf",

@@ -5,7 +5,7 @@
 //! its events into waits and holds for a [`locktrace_report::Recorder`].
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
-//! `tracer` ← `ledger`, `doctor` ← `session`; `holders` (who held a file when) and `process`
+//! `tracer` ← `ledger`, `doctor` ← `summary` (summary mode's aggregates as a report) ← `session`; `holders` (who held a file when) and `process`
 //! (holders' command lines and containers) under `ledger`; `child` (the held command), `reports` (saved
 //! reports, for the commands that need no tracing) stand alone; `symbolize` (names for user stack
 //! addresses: ELF/DWARF, Go's pclntab) ← `stacks` (the stack map read and named) ← `session`.
@@ -21,6 +21,7 @@ pub mod process;
 pub mod reports;
 pub mod session;
 pub mod stacks;
+pub mod summary;
 pub mod symbolize;
 pub mod tracer;
 

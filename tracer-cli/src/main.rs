@@ -71,6 +71,11 @@ struct RecordArgs {
     /// (ELF/DWARF symbols, Go's pclntab for stripped Go binaries).
     #[arg(long)]
     stacks: bool,
+    /// Aggregate waits and holds in the kernel (log-linear histograms, percentiles within 1.6 %;
+    /// counts, totals and maxima exact): the cheapest mode, without blockers, lock order, stacks
+    /// or the ndjson event stream.
+    #[arg(long)]
+    summary: bool,
     /// Command to run and trace (with its children); its exit code becomes locktrace's.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -117,6 +122,7 @@ fn try_main(cli: Cli) -> Result<i32> {
             format: a.format,
             quiet: a.quiet,
             stacks: a.stacks,
+            summary: a.summary,
             command: a.command,
         })?),
         Command::Offline(c) => c.run(),

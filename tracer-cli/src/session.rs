@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use locktrace_report::{Drops, Report, ReportError, ReportMeta, Source, render_text};
+use locktrace_report::{
+    Collection, Drops, Recorder, Report, ReportError, ReportMeta, Source, render_text,
+};
 
 use crate::{
     Error,
@@ -19,7 +21,8 @@ use crate::{
     kernel,
     ledger::{Ledger, cstr},
     stacks::Stacks,
-    tracer::{Counters, Record, Tracer},
+    summary,
+    tracer::{Capture, Counters, Record, Tracer},
 };
 
 /// Why a session failed; each renders as one line (the report error's cause follows as its source).
@@ -29,6 +32,12 @@ pub enum SessionError {
     Trace(#[from] Error),
     #[error(transparent)]
     Command(#[from] ChildError),
+    #[error(
+        "--summary aggregates in the kernel, so it has no {0}, which needs every event; drop one of them"
+    )]
+    SummaryWithout(&'static str),
+    #[error(transparent)]
+    Report(#[from] ReportError),
     #[error("writing {}", path.display())]
     WriteReport {
         path: PathBuf,
@@ -59,6 +68,8 @@ pub struct Options {
     pub quiet: bool,
     /// Capture and name the user stack of every lock call.
     pub stacks: bool,
+    /// Aggregate in the kernel (no per-event data).
+    pub summary: bool,
     pub command: Vec<String>,
 }
 
@@ -78,6 +89,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// Runs a recording; returns the exit code to leave with (the command's, when there is one).
 /// Installs SIGINT and SIGTERM handlers for the process: the first stops the recording.
 pub fn run(mut opts: Options) -> Result<i32, SessionError> {
+    if opts.summary {
+        if opts.stacks {
+            return Err(SessionError::SummaryWithout("--stacks"));
+        }
+        if opts.format == LiveFormat::Ndjson {
+            return Err(SessionError::SummaryWithout("--format ndjson event stream"));
+        }
+    }
     let mut child = match opts.command.split_first() {
         Some((program, args)) => {
             let child = HeldChild::spawn(program, args)?;
@@ -86,7 +105,11 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
         None => None,
     };
-    let started = Tracer::start(&opts.filter, opts.attach, opts.stacks).and_then(|mut t| {
+    let capture = Capture {
+        stacks: opts.stacks,
+        summary: opts.summary,
+    };
+    let started = Tracer::start(&opts.filter, opts.attach, capture).and_then(|mut t| {
         let stacks = match opts.stacks {
             true => Some(Stacks::new(
                 t.take_stacks().ok_or(Error::MapMissing("STACKS"))??,
@@ -141,13 +164,13 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         {
             if !opts.quiet && opts.format != LiveFormat::Ndjson {
                 let counters = tracer.counters().unwrap_or_default();
-                let snap = ledger.recorder().snapshot(meta(
+                let snap = snapshot(
                     &tracer,
                     &opts,
-                    (&ledger, stacks.as_ref()),
+                    (&mut ledger, stacks.as_ref()),
                     started,
                     counters,
-                ));
+                )?;
                 print_report(&snap, opts.format);
             }
             next_tick = Some(tick + interval);
@@ -172,13 +195,13 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         eprintln!("locktrace: warning: kernel drop counters unavailable: {e}");
         Counters::default()
     });
-    let report = ledger.recorder().snapshot(meta(
+    let report = snapshot(
         &tracer,
         &opts,
-        (&ledger, stacks.as_ref()),
+        (&mut ledger, stacks.as_ref()),
         started,
         counters,
-    ));
+    )?;
     if let Some(path) = &opts.output {
         report
             .write(path)
@@ -230,20 +253,48 @@ fn forward_signals(child: &mut HeldChild, forwarded: &mut usize) {
     }
 }
 
+/// The report as it stands: from the ledger's pairing of events, or in summary mode from the
+/// kernel's aggregates (the ledger naming their files).
+fn snapshot(
+    tracer: &Tracer,
+    opts: &Options,
+    (ledger, stacks): (&mut Ledger, Option<&Stacks>),
+    started: Instant,
+    k: Counters,
+) -> Result<Report, SessionError> {
+    let mut own = ledger.drops();
+    let summarized;
+    let recorder = if opts.summary {
+        let kernel = tracer.summary()?;
+        own.still_held_at_end = kernel.held;
+        summarized = summary::recorder(&kernel, ledger)?;
+        &summarized
+    } else {
+        ledger.recorder()
+    };
+    let meta = meta(tracer, opts, own, stacks, started, k);
+    Ok(Recorder::snapshot(recorder, meta))
+}
+
 fn meta(
     tracer: &Tracer,
     opts: &Options,
-    (ledger, stacks): (&Ledger, Option<&Stacks>),
+    own: Drops,
+    stacks: Option<&Stacks>,
     started: Instant,
     k: Counters,
 ) -> ReportMeta {
-    let own = ledger.drops();
     let unreadable = stacks.map_or(0, |s| s.unreadable);
     ReportMeta {
         tool: format!("locktrace {}", env!("CARGO_PKG_VERSION")),
         source: Source::Kernel,
         attach: Some(tracer.mode.to_string()),
         kernel: Some(kernel::release()),
+        collection: Some(if opts.summary {
+            Collection::Summary
+        } else {
+            Collection::Events
+        }),
         command: opts.command.clone(),
         duration_ns: started.elapsed().as_nanos() as u64,
         drops: Drops {

@@ -8,9 +8,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
 };
-use tracer_common::{Config, Event, InodeKey, NAME_LEN, PathRecord, counter, option};
+use tracer_common::{
+    Config, Event, HeldInfo, HeldKey, InodeKey, NAME_LEN, PathRecord, counter, option,
+    summary::{ActorTotals, BucketTotals, LockKey, LockTotals, MetricKey},
+};
 
 use crate::{
     Error,
@@ -36,6 +39,44 @@ pub struct Counters {
 /// Distinct user stacks the kernel keeps with `--stacks`: 16 MiB of map (127 frames each). A stack
 /// whose hash bucket is taken by another is lost and counted, never swapped for a wrong one.
 pub const STACK_ENTRIES: u32 = 16384;
+
+/// Summary mode's map sizes: lock files × modes, histogram buckets in use (a lock mode's samples
+/// spread over a few dozen), and per-process shares. A full map is a counted drop.
+pub const SUMMARY_LOCK_ENTRIES: u32 = 4096;
+pub const SUMMARY_BUCKET_ENTRIES: u32 = 65536;
+pub const SUMMARY_ACTOR_ENTRIES: u32 = 16384;
+
+/// What the kernel side captures beyond the lock events themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// Each lock call's user stack (`--stacks`).
+    pub stacks: bool,
+    /// Aggregate in kernel maps instead of sending events (`--summary`).
+    pub summary: bool,
+}
+
+impl Capture {
+    fn options(self) -> u32 {
+        let mut options = 0;
+        if self.stacks {
+            options |= option::USER_STACKS;
+        }
+        if self.summary {
+            options |= option::SUMMARY;
+        }
+        options
+    }
+}
+
+/// Summary mode's aggregates, summed over CPUs (the extremes taken over CPUs).
+#[derive(Debug, Default)]
+pub struct KernelSummary {
+    pub locks: Vec<(LockKey, LockTotals)>,
+    pub buckets: Vec<(MetricKey, BucketTotals)>,
+    pub actors: Vec<(MetricKey, ActorTotals)>,
+    /// Locks held when read: their holds have not ended yet.
+    pub held: u64,
+}
 
 /// What the kernel side sends.
 pub enum Record {
@@ -97,8 +138,12 @@ pub fn privileged() -> bool {
 }
 
 impl Tracer {
-    /// Loads, configures and attaches the programs; `stacks` captures each lock call's user stack.
-    pub fn start(filter: &Filter, request: AttachRequest, stacks: bool) -> Result<Tracer, Error> {
+    /// Loads, configures and attaches the programs, capturing what `capture` asks for.
+    pub fn start(
+        filter: &Filter,
+        request: AttachRequest,
+        capture: Capture,
+    ) -> Result<Tracer, Error> {
         if !privileged() {
             return Err(Error::Privileges);
         }
@@ -106,11 +151,11 @@ impl Tracer {
         let compiled = filter.compile()?;
         let config = Config {
             flags: compiled.flags,
-            options: if stacks { option::USER_STACKS } else { 0 },
+            options: capture.options(),
             cgroup_id: compiled.cgroup_id,
             offsets: kernel::offsets()?,
         };
-        let mut ebpf = load(&config, if stacks { STACK_ENTRIES } else { 1 })?;
+        let mut ebpf = load(&config, capture)?;
         {
             let mut names: HashMap<_, [u8; NAME_LEN], u8> = map(&mut ebpf, "NAMES")?;
             for name in &compiled.names {
@@ -218,6 +263,48 @@ impl Tracer {
         })
     }
 
+    /// Summary mode's aggregates as they stand.
+    pub fn summary(&self) -> Result<KernelSummary, Error> {
+        Ok(KernelSummary {
+            locks: per_cpu(&self.ebpf, "SUMMARY_LOCKS", |a: &mut LockTotals, b| {
+                for (x, y) in [(&mut a.wait, &b.wait), (&mut a.hold, &b.hold)] {
+                    if y.count > 0 {
+                        x.min_ns = if x.count == 0 {
+                            y.min_ns
+                        } else {
+                            x.min_ns.min(y.min_ns)
+                        };
+                    }
+                    x.count += y.count;
+                    x.total_ns += y.total_ns;
+                    x.max_ns = x.max_ns.max(y.max_ns);
+                }
+                a.acquired += b.acquired;
+                a.refused += b.refused;
+                a.errors += b.errors;
+                a.interrupted += b.interrupted;
+                a.edeadlk += b.edeadlk;
+            })?,
+            buckets: per_cpu(&self.ebpf, "SUMMARY_BUCKETS", |a: &mut BucketTotals, b| {
+                a.count += b.count;
+                a.total_ns += b.total_ns;
+            })?,
+            actors: per_cpu(&self.ebpf, "SUMMARY_ACTORS", |a: &mut ActorTotals, b| {
+                if a.count == 0 {
+                    a.comm = b.comm;
+                }
+                a.count += b.count;
+                a.total_ns += b.total_ns;
+            })?,
+            held: {
+                let map = self.ebpf.map("HELD").ok_or(Error::MapMissing("HELD"))?;
+                let held: HashMap<_, HeldKey, HeldInfo> =
+                    HashMap::try_from(map).map_err(|error| Error::Map { map: "HELD", error })?;
+                held.keys().filter(Result::is_ok).count() as u64
+            },
+        })
+    }
+
     /// The stack map, for a reader that outlives [`Tracer::poll`]'s borrow; `None` once taken.
     pub fn take_stacks(&mut self) -> Option<Result<StackTraceMap<MapData>, Error>> {
         let map = self.ebpf.take_map("STACKS")?;
@@ -226,6 +313,29 @@ impl Tracer {
             error,
         }))
     }
+}
+
+/// Every entry of a per-CPU hash map, its CPUs' values folded into the first by `add`. Entries
+/// that vanish while being read (none do while tracing) are skipped.
+fn per_cpu<K: aya::Pod, V: aya::Pod + Default>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    add: impl Fn(&mut V, &V),
+) -> Result<Vec<(K, V)>, Error> {
+    let map = ebpf.map(name).ok_or(Error::MapMissing(name))?;
+    let map: PerCpuHashMap<_, K, V> =
+        PerCpuHashMap::try_from(map).map_err(|error| Error::Map { map: name, error })?;
+    Ok(map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(key, values)| {
+            let mut sum = V::default();
+            for v in values.iter() {
+                add(&mut sum, v);
+            }
+            (key, sum)
+        })
+        .collect())
 }
 
 /// A ring-buffer record as a `T`, when its length is `T`'s.
@@ -238,11 +348,24 @@ fn record_as<T: aya::Pod>(item: &[u8]) -> Option<T> {
 }
 
 /// Loads the object (creating its maps, the ring buffer among them) without attaching anything;
-/// the stack map gets `stack_entries` entries.
-pub fn load(config: &Config, stack_entries: u32) -> Result<Ebpf, LoadError> {
+/// the maps of what `capture` leaves out get one entry.
+pub fn load(config: &Config, capture: Capture) -> Result<Ebpf, LoadError> {
+    let sized = |on: bool, entries: u32| if on { entries } else { 1 };
     Ok(EbpfLoader::new()
         .override_global("CONFIG", config, true)
-        .map_max_entries("STACKS", stack_entries)
+        .map_max_entries("STACKS", sized(capture.stacks, STACK_ENTRIES))
+        .map_max_entries(
+            "SUMMARY_LOCKS",
+            sized(capture.summary, SUMMARY_LOCK_ENTRIES),
+        )
+        .map_max_entries(
+            "SUMMARY_BUCKETS",
+            sized(capture.summary, SUMMARY_BUCKET_ENTRIES),
+        )
+        .map_max_entries(
+            "SUMMARY_ACTORS",
+            sized(capture.summary, SUMMARY_ACTOR_ENTRIES),
+        )
         .load(OBJECT)?)
 }
 

@@ -12,6 +12,8 @@ use std::{
 mod common;
 #[path = "kernel/stacks.rs"]
 mod stacks;
+#[path = "kernel/summary.rs"]
+mod summary;
 
 use locktrace_report::{LockReport, Metric, Mode, Report};
 
@@ -87,7 +89,17 @@ fn tolerance(truth: u64) -> u64 {
 
 /// Every traced sample must fall in its own ground-truth interval widened by the tolerance: a
 /// one-to-one matching, found greedily (intervals by right end, each taking the smallest fitting sample).
-fn assert_matches(what: &str, mut traced: Vec<u64>, mut truth: Vec<(u64, u64)>) {
+fn assert_matches(what: &str, traced: Vec<u64>, truth: Vec<(u64, u64)>) {
+    assert_matches_within(what, traced, truth, tolerance);
+}
+
+/// [`assert_matches`] with another tolerance.
+fn assert_matches_within(
+    what: &str,
+    mut traced: Vec<u64>,
+    mut truth: Vec<(u64, u64)>,
+    tolerance: impl Fn(u64) -> u64,
+) {
     traced.sort_unstable();
     truth.sort_unstable_by_key(|&(lo, hi)| (hi, lo));
     assert_eq!(

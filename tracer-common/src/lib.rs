@@ -45,6 +45,9 @@ pub mod event_flag {
 pub mod option {
     /// Capture the user stack of each lock call into the `STACKS` map (`--stacks`).
     pub const USER_STACKS: u32 = 1 << 0;
+    /// Aggregate waits and holds in kernel maps (`--summary`); only [`super::PathRecord`]s cross
+    /// the ring buffer.
+    pub const SUMMARY: u32 = 1 << 1;
 }
 
 /// [`Event::stack_id`] when no stack was asked for (or the event is a release).
@@ -115,6 +118,12 @@ pub struct PathRecord {
     /// Non-zero when the walk stopped before the filesystem root or a component was truncated.
     pub incomplete: u32,
     pub components: [[u8; COMPONENT_LEN]; PATH_DEPTH],
+    /// The basename as a lock event carries it (whole up to [`NAME_LEN`], unlike a component);
+    /// summary mode has no lock events to name the file.
+    pub name: [u8; NAME_LEN],
+    /// Bits of [`event_flag`] (the name's).
+    pub flags: u32,
+    pub _reserved: u32,
 }
 
 /// Counters the programs keep in a per-CPU array; userspace sums them and always reports them.
@@ -178,6 +187,127 @@ pub struct Config {
     pub offsets: Offsets,
 }
 
+/// Value of the `HELD` map: when and how the lock was taken (summary mode times holds with it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldInfo {
+    pub since_ns: u64,
+    /// `F_RDLCK` or `F_WRLCK`.
+    pub lock_type: u32,
+    pub _reserved: u32,
+}
+
+/// Summary mode: what is aggregated, per lock file and mode, in per-CPU maps. Userspace sums the
+/// CPUs' counts and totals and takes the largest maximum and smallest minimum.
+pub mod summary {
+    /// [`MetricKey::metric`] values.
+    pub const WAIT: u32 = 0;
+    pub const HOLD: u32 = 1;
+
+    /// Log-linear buckets: values below `2^SUB_BITS` ns each have their own bucket; above, each
+    /// power of two is split into `2^SUB_BITS` equal buckets, so a bucket is at most 1/64 (1.6 %)
+    /// of its values wide, and its samples' mean (kept per bucket) is closer still. Every `u64`
+    /// has a bucket: there is no overflow.
+    pub const SUB_BITS: u32 = 6;
+    pub const SUB_BUCKETS: u64 = 1 << SUB_BITS;
+    /// Buckets there are: `bucket_of(u64::MAX) + 1`.
+    pub const BUCKETS: u32 = (64 - SUB_BITS + 1) * SUB_BUCKETS as u32;
+
+    /// The bucket of a duration in nanoseconds. A binary search for the top bit, not
+    /// `leading_zeros`, which the BPF target has no instruction for.
+    #[inline(always)]
+    pub fn bucket_of(ns: u64) -> u32 {
+        if ns < SUB_BUCKETS {
+            return ns as u32;
+        }
+        let mut top = 0u32;
+        let mut v = ns;
+        for shift in [32u32, 16, 8, 4, 2, 1] {
+            if v >> shift != 0 {
+                v >>= shift;
+                top += shift;
+            }
+        }
+        let sub = ((ns >> (top - SUB_BITS)) & (SUB_BUCKETS - 1)) as u32;
+        (top - SUB_BITS + 1) * SUB_BUCKETS as u32 + sub
+    }
+
+    /// The lowest and highest duration of a bucket.
+    pub fn bucket_bounds(bucket: u32) -> (u64, u64) {
+        let sub = u64::from(bucket) % SUB_BUCKETS;
+        let octave = bucket / SUB_BUCKETS as u32;
+        if octave == 0 {
+            return (sub, sub);
+        }
+        let shift = octave - 1;
+        let low = (SUB_BUCKETS + sub) << shift;
+        (low, low + ((1u64 << shift) - 1))
+    }
+
+    /// A lock file in one mode.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct LockKey {
+        pub dev: u64,
+        pub ino: u64,
+        /// `F_RDLCK` or `F_WRLCK`.
+        pub lock_type: u32,
+        pub _reserved: u32,
+    }
+
+    /// Count, exact total and extremes of one metric.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Totals {
+        pub count: u64,
+        pub total_ns: u64,
+        /// Meaningful only when `count` is not 0.
+        pub min_ns: u64,
+        pub max_ns: u64,
+    }
+
+    /// Everything kept per lock file and mode.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct LockTotals {
+        pub wait: Totals,
+        pub hold: Totals,
+        pub acquired: u64,
+        pub refused: u64,
+        pub errors: u64,
+        pub interrupted: u64,
+        pub edeadlk: u64,
+    }
+
+    /// One metric of a lock file in one mode, and a bucket or a process of it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct MetricKey {
+        pub lock: LockKey,
+        /// [`WAIT`] or [`HOLD`].
+        pub metric: u32,
+        /// The bucket (`BUCKETS` map) or the process (`ACTORS` map).
+        pub which: u32,
+    }
+
+    /// The samples of one bucket: how many and their exact sum.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct BucketTotals {
+        pub count: u64,
+        pub total_ns: u64,
+    }
+
+    /// One process's share of a metric (for the top waiters and holders).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ActorTotals {
+        pub count: u64,
+        pub total_ns: u64,
+        pub comm: [u8; super::COMM_LEN],
+    }
+}
+
 /// Key of the `HELD` map: an owner holding a lock on an inode.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -204,12 +334,73 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::HeldKey {}
     unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::HeldInfo {}
+    unsafe impl aya::Pod for super::summary::LockKey {}
+    unsafe impl aya::Pod for super::summary::LockTotals {}
+    unsafe impl aya::Pod for super::summary::MetricKey {}
+    unsafe impl aya::Pod for super::summary::BucketTotals {}
+    unsafe impl aya::Pod for super::summary::ActorTotals {}
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 10 + COMM_LEN + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<Config>() == 16 + 21 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());
-const _: () =
-    assert!(core::mem::size_of::<PathRecord>() == 8 * 2 + 4 * 2 + COMPONENT_LEN * PATH_DEPTH);
+const _: () = assert!(
+    core::mem::size_of::<PathRecord>() == 8 * 2 + 4 * 4 + COMPONENT_LEN * PATH_DEPTH + NAME_LEN
+);
+const _: () = assert!(core::mem::size_of::<HeldInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<summary::LockKey>() == 24);
+const _: () = assert!(core::mem::size_of::<summary::LockTotals>() == 2 * 32 + 5 * 8);
+const _: () = assert!(core::mem::size_of::<summary::MetricKey>() == 32);
+const _: () = assert!(core::mem::size_of::<summary::BucketTotals>() == 16);
+const _: () = assert!(core::mem::size_of::<summary::ActorTotals>() == 16 + COMM_LEN);
 const _: () = assert!(core::mem::size_of::<HeldKey>() == 8 * 3);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 8 * 2);
+
+#[cfg(test)]
+mod tests {
+    use super::summary::{BUCKETS, SUB_BUCKETS, bucket_bounds, bucket_of};
+
+    #[test]
+    fn every_value_falls_in_its_buckets_bounds() {
+        let mut values: [u64; 12] = [
+            0,
+            1,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1000,
+            999_999,
+            1 << 40,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        values.sort();
+        for v in values {
+            let (lo, hi) = bucket_bounds(bucket_of(v));
+            assert!(lo <= v && v <= hi, "{v} outside {lo}..={hi}");
+        }
+        assert_eq!(bucket_of(u64::MAX) + 1, BUCKETS);
+    }
+
+    #[test]
+    fn buckets_tile_the_line_and_are_at_most_a_64th_of_their_values() {
+        let mut next = 0u64;
+        for b in 0..BUCKETS {
+            let (lo, hi) = bucket_bounds(b);
+            assert_eq!(
+                lo,
+                next,
+                "bucket {b} starts where {} ended",
+                b.wrapping_sub(1)
+            );
+            assert_eq!(bucket_of(lo), b);
+            assert_eq!(bucket_of(hi), b);
+            assert!((hi - lo) as u128 * SUB_BUCKETS as u128 <= lo as u128 || lo < SUB_BUCKETS);
+            next = hi.wrapping_add(1);
+        }
+        assert_eq!(next, 0, "the last bucket ends at u64::MAX");
+    }
+}

@@ -60,14 +60,17 @@ pub enum Variant {
     LocktraceAllLocks,
     /// `locktrace record --stacks --path FILE -- lockload …`: the added cost of user stacks.
     LocktraceStacks,
+    /// `locktrace record --summary --path FILE -- lockload …`: aggregated in the kernel.
+    LocktraceSummary,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Untraced,
         Variant::BpftraceMin,
         Variant::Lockstats,
         Variant::Locktrace,
+        Variant::LocktraceSummary,
         Variant::LocktraceAllLocks,
         Variant::LocktraceStacks,
     ];
@@ -80,6 +83,7 @@ impl Variant {
             Variant::Locktrace => "locktrace",
             Variant::LocktraceAllLocks => "locktrace-all-locks",
             Variant::LocktraceStacks => "locktrace-stacks",
+            Variant::LocktraceSummary => "locktrace-summary",
         }
     }
 
@@ -88,7 +92,10 @@ impl Variant {
     pub fn counts_only_the_loop(self) -> bool {
         matches!(
             self,
-            Variant::Locktrace | Variant::LocktraceAllLocks | Variant::LocktraceStacks
+            Variant::Locktrace
+                | Variant::LocktraceAllLocks
+                | Variant::LocktraceStacks
+                | Variant::LocktraceSummary
         )
     }
 }
@@ -140,9 +147,10 @@ impl Tools {
             Variant::Untraced => None,
             Variant::BpftraceMin => needs(&self.bpftrace),
             Variant::Lockstats => needs(&self.lockstats).or_else(|| needs(&self.bpftrace)),
-            Variant::Locktrace | Variant::LocktraceAllLocks | Variant::LocktraceStacks => {
-                needs(&self.locktrace)
-            }
+            Variant::Locktrace
+            | Variant::LocktraceAllLocks
+            | Variant::LocktraceStacks
+            | Variant::LocktraceSummary => needs(&self.locktrace),
         };
         missing.or_else(|| {
             (variant != Variant::Untraced && !self.root)
@@ -230,7 +238,10 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
             cmd.arg(found(&tools.lockstats)?).arg("-t");
             under_bpftrace(cmd, lockload(), &log, "lockstats", lockstats_count)?
         }
-        Variant::Locktrace | Variant::LocktraceAllLocks | Variant::LocktraceStacks => {
+        Variant::Locktrace
+        | Variant::LocktraceAllLocks
+        | Variant::LocktraceStacks
+        | Variant::LocktraceSummary => {
             let report = work.join(format!("{}.json", variant.name()));
             // An earlier round's report must not stand in for a missing one.
             let _ = fs::remove_file(&report);
@@ -239,6 +250,7 @@ pub fn run(variant: Variant, tools: &Tools, work: &Path, cycles: u64) -> Result<
             match variant {
                 Variant::Locktrace => cmd.arg("--path").arg(&lock),
                 Variant::LocktraceStacks => cmd.arg("--stacks").arg("--path").arg(&lock),
+                Variant::LocktraceSummary => cmd.arg("--summary").arg("--path").arg(&lock),
                 _ => cmd.arg("--all-locks"),
             };
             let lockload = lockload();

@@ -50,6 +50,8 @@ pub struct Ledger {
     locks: HashMap<(u64, u64), LockKey>,
     /// Paths the kernel walked, by kernel (dev, ino).
     paths: HashMap<(u64, u64), PathBuf>,
+    /// Basenames the kernel sent with the paths, by kernel (dev, ino).
+    names: HashMap<(u64, u64), String>,
     pub unmatched_releases: u64,
     pub unresolved_names: u64,
 }
@@ -103,6 +105,9 @@ impl Ledger {
 
     /// Completes a kernel-walked path with its mount point; kept only if it still names the inode.
     fn learn_path(&mut self, p: &PathRecord) {
+        if p.flags & event_flag::NAME_MISSING == 0 {
+            self.names.insert((p.dev, p.ino), cstr(&p.name));
+        }
         if p.incomplete != 0 || self.paths.contains_key(&(p.dev, p.ino)) {
             return;
         }
@@ -277,24 +282,41 @@ impl Ledger {
         if let Some(key) = self.locks.get(&(ev.dev, ev.ino)) {
             return key.clone();
         }
-        let name = if ev.flags & event_flag::NAME_MISSING != 0 {
+        let name = (ev.flags & event_flag::NAME_MISSING == 0).then(|| cstr(&ev.name));
+        let resolved = || resolve_path(ev.pid, ev.fd, (ev.dev, ev.ino));
+        self.new_lock_key((ev.dev, ev.ino), name, resolved)
+    }
+
+    /// The lock file `(dev, ino)` (kernel device) as summary mode knows it: by the path record
+    /// the kernel sent before its first lock call.
+    pub fn lock_of(&mut self, dev: u64, ino: u64) -> LockKey {
+        if let Some(key) = self.locks.get(&(dev, ino)) {
+            return key.clone();
+        }
+        let name = self.names.get(&(dev, ino)).cloned();
+        self.new_lock_key((dev, ino), name, || None)
+    }
+
+    /// Names a lock file the first time it is seen: its basename (`inode-N` when unreadable,
+    /// counted) and its path, walked by the kernel or else `resolve`d.
+    fn new_lock_key(
+        &mut self,
+        (dev, ino): (u64, u64),
+        name: Option<String>,
+        resolve: impl FnOnce() -> Option<PathBuf>,
+    ) -> LockKey {
+        let name = name.unwrap_or_else(|| {
             self.unresolved_names += 1;
-            format!("inode-{}", ev.ino)
-        } else {
-            cstr(&ev.name)
-        };
-        let path = self
-            .paths
-            .get(&(ev.dev, ev.ino))
-            .cloned()
-            .or_else(|| resolve_path(ev.pid, ev.fd, (ev.dev, ev.ino)));
+            format!("inode-{ino}")
+        });
+        let path = self.paths.get(&(dev, ino)).cloned().or_else(resolve);
         let key = LockKey {
             name,
             path: path.map(|p| p.display().to_string()),
-            dev: Some(kernel::user_dev(ev.dev)),
-            ino: Some(ev.ino),
+            dev: Some(kernel::user_dev(dev)),
+            ino: Some(ino),
         };
-        self.locks.insert((ev.dev, ev.ino), key.clone());
+        self.locks.insert((dev, ino), key.clone());
         key
     }
 

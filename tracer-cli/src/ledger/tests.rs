@@ -33,6 +33,7 @@ fn report(ledger: Ledger) -> locktrace_report::Report {
         source: locktrace_report::Source::Kernel,
         attach: None,
         kernel: None,
+        collection: None,
         command: vec![],
         duration_ns: 0,
         drops: Drops::default(),

@@ -80,7 +80,8 @@ pub(super) fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> Outcome 
 }
 
 /// Sends the path of a traced inode the first time it is seen.
-pub(super) fn send_path_once(cfg: &Config, file: u64, dev: u64, ino: u64) -> Outcome {
+pub(super) fn send_path_once(cfg: &Config, file: u64, ev: &Event) -> Outcome {
+    let (dev, ino) = (ev.dev, ev.ino);
     let key = InodeKey { dev, ino };
     // One insert both checks and claims: two CPUs cannot both send the path.
     SEEN.insert(&key, &1, BPF_NOEXIST)
@@ -94,6 +95,9 @@ pub(super) fn send_path_once(cfg: &Config, file: u64, dev: u64, ino: u64) -> Out
     rec.ino = ino;
     rec.depth = 0;
     rec.incomplete = 1;
+    rec.name = ev.name;
+    rec.flags = ev.flags & event_flag::NAME_MISSING;
+    rec._reserved = 0;
     let mut dentry = read_at::<u64>(file, o.file_dentry).ok_or(Miss::Ignored)?;
     for i in 0..PATH_DEPTH {
         let Some(parent) = read_at::<u64>(dentry, o.dentry_parent) else {

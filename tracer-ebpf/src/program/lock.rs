@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, tracepoint},
     programs::{FEntryContext, FExitContext, TracePointContext, tracing::StackIdContext},
 };
-use tracer_common::{Config, Event, F_UNLCK, HeldKey, NO_STACK, counter, kind, option};
+use tracer_common::{Config, Event, F_UNLCK, HeldInfo, HeldKey, NO_STACK, counter, kind, option};
 
 use super::{
     DONE, Miss, Outcome, bump, config,
@@ -14,7 +14,7 @@ use super::{
         send_path_once,
     },
     maps::{EVENTS, HELD, PENDING, SCRATCH, STACKS},
-    require, submit_flags,
+    require, submit_flags, summary,
 };
 use crate::kernel::{now_ns, read_kernel, read_user, tp_field};
 
@@ -68,7 +68,7 @@ fn lock_enter<C: StackIdContext>(
     };
     let owner = owner.ok_or(Miss::ReadFailed)?;
     // A path that cannot be sent costs the path, not the lock event.
-    if let Err(miss) = send_path_once(cfg, file, ev.dev, ev.ino) {
+    if let Err(miss) = send_path_once(cfg, file, ev) {
         miss.counted();
     }
     ev.owner = owner;
@@ -106,18 +106,36 @@ fn lock_exit(ret: i32) -> Outcome {
     sent
 }
 
-/// Marks a successful lock as held and sends the finished event.
+/// Marks a successful lock as held and sends the finished event (or, in summary mode, adds it).
 fn complete(pending: &Event, now: u64, ret: i32) -> Outcome {
+    let summarized = config().options & option::SUMMARY != 0;
     if ret == 0 {
         let key = HeldKey {
             dev: pending.dev,
             ino: pending.ino,
             owner: pending.owner,
         };
+        // A lock taken again by its owner converts the hold: the old one ends here.
+        if summarized && let Some(old) = HELD.get_ptr(&key) {
+            // SAFETY: the lookup succeeded and HELD entries are only written by the owner's
+            // own lock calls and releases, which this thread is busy making.
+            let old = unsafe { *old };
+            if let Err(miss) = summary::hold(key.dev, key.ino, &old, pending.pid, now) {
+                miss.counted();
+            }
+        }
+        let info = HeldInfo {
+            since_ns: now,
+            lock_type: pending.lock_type,
+            _reserved: 0,
+        };
         // The event still goes out; only its release will be unmatched.
-        if HELD.insert(&key, &1, 0).is_err() {
+        if HELD.insert(&key, &info, 0).is_err() {
             bump(counter::MAP_FULL);
         }
+    }
+    if summarized {
+        return summary::lock_call(pending, now, ret);
     }
     let mut slot = EVENTS.reserve::<Event>(0).ok_or(Miss::RingbufFull)?;
     let mut ev = *pending;

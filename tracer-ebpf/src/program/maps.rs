@@ -2,9 +2,16 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
-use tracer_common::{Event, HeldKey, InodeKey, NAME_LEN, PathRecord, counter};
+use tracer_common::{
+    Event, HeldInfo, HeldKey, InodeKey, NAME_LEN, PathRecord, counter,
+    summary::{ActorTotals, BucketTotals, LockKey, LockTotals, MetricKey},
+};
+
+/// Hash maps allocate entries as they are used: the summary maps are per CPU and sized for the
+/// worst case, which preallocated would cost memory on every CPU up front.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -15,7 +22,24 @@ pub static PENDING: HashMap<u64, Event> = HashMap::with_max_entries(16384, 0);
 
 /// Locks currently held by a traced owner; releases of anything else are ignored.
 #[map]
-pub static HELD: HashMap<HeldKey, u8> = HashMap::with_max_entries(65536, 0);
+pub static HELD: HashMap<HeldKey, HeldInfo> = HashMap::with_max_entries(65536, 0);
+
+// Summary mode's aggregates, sized by the loader: one entry each unless `--summary`.
+
+/// Totals per lock file and mode.
+#[map]
+pub static SUMMARY_LOCKS: PerCpuHashMap<LockKey, LockTotals> =
+    PerCpuHashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+/// Histogram buckets (count and sum) per lock file, mode and metric.
+#[map]
+pub static SUMMARY_BUCKETS: PerCpuHashMap<MetricKey, BucketTotals> =
+    PerCpuHashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+/// Per-process shares per lock file, mode and metric.
+#[map]
+pub static SUMMARY_ACTORS: PerCpuHashMap<MetricKey, ActorTotals> =
+    PerCpuHashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static NAMES: HashMap<[u8; NAME_LEN], u8> = HashMap::with_max_entries(256, 0);

@@ -13,13 +13,15 @@
 //!
 //! Modules: `maps` (every map) and this file (configuration, outcomes, counters) at the bottom;
 //! `file` (which file a call locks, filters, paths) on them; `lock` (lock calls) and `release`
-//! (releases) on `file`; `pids` (the pid filter's upkeep) stands alone.
+//! (releases) on `file` and `summary` (summary mode's in-kernel aggregation); `pids` (the pid
+//! filter's upkeep) stands alone.
 
 mod file;
 mod lock;
 mod maps;
 mod pids;
 mod release;
+mod summary;
 
 use tracer_common::{Config, counter};
 

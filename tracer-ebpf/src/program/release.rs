@@ -5,12 +5,12 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Event, F_UNLCK, HeldKey, NAME_LEN, NO_STACK, event_flag, kind};
+use tracer_common::{Event, F_UNLCK, HeldKey, NAME_LEN, NO_STACK, event_flag, kind, option};
 
 use super::{
     DONE, Miss, Outcome, config,
     maps::{EVENTS, HELD, PENDING},
-    require, submit_flags,
+    require, submit_flags, summary,
 };
 use crate::kernel::{current_task, now_ns, read_at, tp_field};
 
@@ -35,9 +35,16 @@ fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
         ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
         owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
     };
-    // Only locks seen being taken are released.
-    HELD.remove(&key).map_err(|_| Miss::Ignored)?;
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Only locks seen being taken are released.
+    if cfg.options & option::SUMMARY != 0 {
+        let info = HELD.get_ptr(&key).ok_or(Miss::Ignored)?;
+        // SAFETY: the lookup succeeded; the entry's owner is releasing it in this very call.
+        let info = unsafe { *info };
+        let _ = HELD.remove(&key);
+        return summary::hold(key.dev, key.ino, &info, (pid_tgid >> 32) as u32, now_ns());
+    }
+    HELD.remove(&key).map_err(|_| Miss::Ignored)?;
     let exiting = read_at::<u32>(current_task(), o.task_flags).is_some_and(|f| f & PF_EXITING != 0);
     // An explicit unlock arrives inside our own pending fcntl call; anything else is a close.
     let release = if exiting {
