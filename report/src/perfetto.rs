@@ -198,11 +198,7 @@ impl<W: Write> TraceWriter<W> {
         let body = prost::Message::encode_to_vec(&packet);
         let mut bytes = Vec::with_capacity(body.len() + 11);
         // Trace.packet: field 1, length-delimited.
-        prost::encoding::encode_key(
-            1,
-            prost::encoding::WireType::LengthDelimited,
-            &mut bytes,
-        );
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut bytes);
         prost::encoding::encode_varint(body.len() as u64, &mut bytes);
         bytes.extend_from_slice(&body);
         self.out.write_all(&bytes)?;
@@ -229,6 +225,11 @@ impl<W: Write> TraceWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Reads a whole trace back (tests, and anyone checking a file without Perfetto's tools).
+pub fn decode(bytes: &[u8]) -> Result<proto::Trace, prost::DecodeError> {
+    prost::Message::decode(bytes)
 }
 
 fn first_on_sequence(first: bool) -> TracePacket {
@@ -268,7 +269,7 @@ mod tests {
         w.events(vec![(250, slice(7))]).unwrap();
         assert_eq!(w.sequences(), 2);
         let bytes = w.finish().unwrap();
-        let trace: Trace = prost::Message::decode(bytes.as_slice()).unwrap();
+        let trace = decode(&bytes).unwrap();
         assert_eq!(trace.packet.len(), 5);
         let mut last = std::collections::HashMap::new();
         for p in &trace.packet {

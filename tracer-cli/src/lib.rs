@@ -5,7 +5,8 @@
 //! its events into waits and holds for a [`locktrace_report::Recorder`].
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
-//! `tracer` ← `ledger`, `doctor` ← `session`; `holders` (who held a file when) and `process`
+//! `tracer` ← `ledger`, `doctor` ← `timeline` (a ledger's intervals as a Perfetto trace) ←
+//! `session`; `holders` (who held a file when) and `process`
 //! (holders' command lines and containers) under `ledger`; `child` (the held command) and `reports` (saved
 //! reports, for the commands that need no tracing) stand alone.
 
@@ -21,6 +22,7 @@ pub mod reports;
 pub mod session;
 pub mod stacks;
 pub mod symbolize;
+pub mod timeline;
 pub mod tracer;
 
 /// Errors of the tracing library; each renders as one line that says what to do.

@@ -71,6 +71,11 @@ struct RecordArgs {
     /// (ELF/DWARF symbols, Go's pclntab for stripped Go binaries).
     #[arg(long)]
     stacks: bool,
+    /// Also write every wait and hold as a Perfetto trace here (open it in
+    /// https://ui.perfetto.dev): a track per lock file and per process, flows from holder to
+    /// waiter.
+    #[arg(long, value_name = "FILE.pftrace")]
+    timeline: Option<PathBuf>,
     /// Command to run and trace (with its children); its exit code becomes locktrace's.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -117,6 +122,7 @@ fn try_main(cli: Cli) -> Result<i32> {
             format: a.format,
             quiet: a.quiet,
             stacks: a.stacks,
+            timeline: a.timeline,
             command: a.command,
         })?),
         Command::Offline(c) => c.run(),

@@ -108,7 +108,10 @@ impl Ledger {
 
     /// The waits and holds completed since the last call (none unless [`Ledger::with_intervals`]).
     pub fn take_intervals(&mut self) -> Vec<Interval> {
-        self.intervals.as_mut().map(std::mem::take).unwrap_or_default()
+        self.intervals
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Takes one record, with the named user stack of its lock call when stacks are recorded; for

@@ -428,8 +428,14 @@ fn intervals_are_the_recorded_samples_with_the_holds_that_blocked_each_wait() {
     l.record(&by(20, ev(kind::LOCK, F_SETLKW, F_RDLCK, 100, 4_000, 0, 2)));
     // Wait first, release after (out of order): the blocker is still open when the wait ends.
     let waited = l.take_intervals();
-    l.record(&by(10, ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 3_990, 3_990, 0, 1)));
-    l.record(&by(20, ev(kind::RELEASE_EXIT, 0, F_UNLCK, 5_000, 5_000, 0, 2)));
+    l.record(&by(
+        10,
+        ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 3_990, 3_990, 0, 1),
+    ));
+    l.record(&by(
+        20,
+        ev(kind::RELEASE_EXIT, 0, F_UNLCK, 5_000, 5_000, 0, 2),
+    ));
     let rest = l.take_intervals();
     assert!(l.take_intervals().is_empty());
     let all: Vec<&Interval> = waited.iter().chain(&rest).collect();
