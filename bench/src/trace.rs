@@ -54,13 +54,16 @@ impl Tracer {
         Ok(None)
     }
 
-    /// Starts tracing all lock files system-wide into `report`; returns once it is attached.
+    /// Starts tracing all lock files system-wide into `report` (and every wait and hold into the
+    /// Perfetto trace `timeline`); returns once it is attached.
     /// Not `--quiet`: its "tracing with … hooks" line on stderr is the attach signal.
-    pub fn start(&self, report: &Path, log: &Path) -> Result<Session> {
+    pub fn start(&self, report: &Path, timeline: &Path, log: &Path) -> Result<Session> {
         let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(&self.bin)
             .args(["record", "--all-locks", "-o"])
             .arg(report)
+            .arg("--timeline")
+            .arg(timeline)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -6,7 +6,8 @@
 //! `mode`, `blockers`, `stacks` and `lock_order` at the bottom; `model` (the types) on them; `load`
 //! (reading and validating) and `recorder` on the model; `merge` on the recorder; `profile` (the
 //! stack walk and pprof) on `merge`; `render`, `compare`, `export` (on `profile`), `gate` and
-//! `plot` on top.
+//! `plot` on top; `perfetto` (the timeline trace format, written from the tracer's intervals, not
+//! from a report) stands alone.
 
 mod blockers;
 pub mod compare;
@@ -23,6 +24,7 @@ mod mode;
 mod model;
 mod output;
 mod pattern;
+pub mod perfetto;
 pub mod plot;
 mod profile;
 mod recorder;

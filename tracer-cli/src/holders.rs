@@ -144,6 +144,23 @@ impl Holders {
     }
 }
 
+impl Holders {
+    /// Every traced hold that blocked `wait` (the rule of [`Holders::blocked`], hold by hold
+    /// rather than by process), with its release time if it was released.
+    pub fn blocking(&self, file: FileId, wait: &Wait) -> Vec<(Hold, Option<u64>)> {
+        let Some(f) = self.files.get(&file) else {
+            return Vec::new();
+        };
+        let open = f.open.iter().map(|h| (h, None));
+        let after = f.closed.partition_point(|c| c.until_ns <= wait.start_ns);
+        let closed = f.closed.range(after..).map(|c| (&c.hold, Some(c.until_ns)));
+        open.chain(closed)
+            .filter(|(hold, until)| blocks(hold, *until, wait))
+            .map(|(hold, until)| (hold.clone(), until))
+            .collect()
+    }
+}
+
 fn blocks(hold: &Hold, until_ns: Option<u64>, wait: &Wait) -> bool {
     let conflicts = hold.mode == Mode::Write || wait.mode == Mode::Write;
     let same_owner = hold.owner == wait.owner || (hold.posix && wait.posix && hold.pid == wait.pid);

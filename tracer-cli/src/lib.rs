@@ -5,10 +5,12 @@
 //! its events into waits and holds for a [`locktrace_report::Recorder`].
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
-//! `tracer` ← `ledger`, `doctor` ← `summary` (summary mode's aggregates as a report) ← `session`; `holders` (who held a file when) and `process`
-//! (holders' command lines and containers) under `ledger`; `child` (the held command), `reports` (saved
-//! reports, for the commands that need no tracing) stand alone; `symbolize` (names for user stack
-//! addresses: ELF/DWARF, Go's pclntab) ← `stacks` (the stack map read and named) ← `session`.
+//! `tracer` ← `ledger`, `doctor` ← `summary` (summary mode's aggregates as a report), `timeline`
+//! (a ledger's intervals as a Perfetto trace) ← `session`; `holders` (who held a file when) and
+//! `process` (holders' command lines and containers) under `ledger`; `child` (the held command)
+//! and `reports` (saved reports, for the commands that need no tracing) stand alone; `symbolize`
+//! (names for user stack addresses: ELF/DWARF, Go's pclntab) ← `stacks` (the stack map read and
+//! named) ← `session`.
 
 pub mod attach;
 pub mod child;
@@ -23,6 +25,7 @@ pub mod session;
 pub mod stacks;
 pub mod summary;
 pub mod symbolize;
+pub mod timeline;
 pub mod tracer;
 
 /// Errors of the tracing library; each renders as one line that says what to do.

@@ -76,6 +76,11 @@ struct RecordArgs {
     /// or the ndjson event stream.
     #[arg(long)]
     summary: bool,
+    /// Also write every wait and hold as a Perfetto trace here (open it in
+    /// https://ui.perfetto.dev): a track per lock file and per process, flows from holder to
+    /// waiter.
+    #[arg(long, value_name = "FILE.pftrace")]
+    timeline: Option<PathBuf>,
     /// Command to run and trace (with its children); its exit code becomes locktrace's.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -123,6 +128,7 @@ fn try_main(cli: Cli) -> Result<i32> {
             quiet: a.quiet,
             stacks: a.stacks,
             summary: a.summary,
+            timeline: a.timeline,
             command: a.command,
         })?),
         Command::Offline(c) => c.run(),

@@ -60,8 +60,11 @@ pub enum OfflineCommand {
         output: PathBuf,
     },
     /// Export a report for other tools: Bencher Metric Format JSON, HdrHistogram percentile text,
-    /// or its stacks (`record --stacks`) as folded flame-graph lines or a pprof profile.
+    /// or its stacks (`record --stacks`) as folded flame-graph lines or a pprof profile; or an
+    /// event stream (`record --format ndjson`) as a Perfetto timeline (`--format perfetto`).
     Export {
+        /// The report (the event stream for --format perfetto).
+        #[arg(value_name = "REPORT|EVENTS")]
         report: PathBuf,
         #[arg(long, value_enum)]
         format: ExportFormat,
@@ -175,7 +178,12 @@ impl OfflineCommand {
             } => {
                 // Checked first, so a mistake costs no report read.
                 if output.is_none() && format.is_binary() && std::io::stdout().is_terminal() {
-                    anyhow::bail!("pprof is binary; use -o FILE");
+                    anyhow::bail!(
+                        "{} is binary; use -o FILE",
+                        format
+                            .to_possible_value()
+                            .map_or("this format".into(), |v| v.get_name().to_string())
+                    );
                 }
                 let export = reports::export(&report, format, lock.as_deref(), metric)?;
                 for note in &export.notes {

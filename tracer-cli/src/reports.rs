@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use locktrace_report::{Metric, Report, ReportError, export, merge};
 
+use crate::timeline::{self, EventsError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportsError {
     #[error(transparent)]
@@ -16,6 +18,12 @@ pub enum ReportsError {
     NoStacks { path: PathBuf },
     #[error("--metric applies to --format folded and pprof only")]
     MetricWithoutStacks,
+    #[error("{}: {error}", path.display())]
+    Events {
+        path: PathBuf,
+        #[source]
+        error: EventsError,
+    },
 }
 
 /// What `export` writes.
@@ -29,12 +37,20 @@ pub enum ExportFormat {
     Folded,
     /// Stacks as a gzipped pprof profile, for `go tool pprof`.
     Pprof,
+    /// A Perfetto timeline of every wait and hold, from an event stream (`record --format
+    /// ndjson`) rather than a report; open it in https://ui.perfetto.dev.
+    Perfetto,
 }
 
 impl ExportFormat {
     /// Whether the format is binary, so not for a terminal.
     pub fn is_binary(self) -> bool {
-        self == ExportFormat::Pprof
+        matches!(self, ExportFormat::Pprof | ExportFormat::Perfetto)
+    }
+
+    /// Whether the input is an event stream rather than a report.
+    pub fn reads_events(self) -> bool {
+        self == ExportFormat::Perfetto
     }
 
     fn has_metric(self) -> bool {
@@ -85,6 +101,9 @@ pub fn export(
     if metric.is_some() && !format.has_metric() {
         return Err(ReportsError::MetricWithoutStacks);
     }
+    if format.reads_events() {
+        return perfetto(path, lock);
+    }
     let mut report = Report::read(path)?;
     if let Some(pattern) = lock {
         report.locks.retain(|l| l.key.matches(pattern));
@@ -133,7 +152,35 @@ pub fn export(
             text.into_bytes()
         }
         ExportFormat::Pprof => export::pprof(&report, metric)?,
+        ExportFormat::Perfetto => return perfetto(path, lock),
     };
+    Ok(Export { bytes, notes })
+}
+
+/// The timeline of the event stream at `path` (the trace is built in memory: an export's size).
+fn perfetto(path: &Path, lock: Option<&str>) -> Result<Export, ReportsError> {
+    let events = |error| ReportsError::Events {
+        path: path.to_owned(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(|e| events(EventsError::Read(e)))?;
+    let (bytes, stats) =
+        timeline::from_ndjson(std::io::BufReader::new(file), Vec::new(), lock).map_err(events)?;
+    let mut notes = Vec::new();
+    if stats.slices == 0 {
+        notes.push(format!(
+            "note: {} has no completed wait or hold{}",
+            path.display(),
+            lock.map(|l| format!(" of a lock matching {l:?}"))
+                .unwrap_or_default()
+        ));
+    }
+    if stats.flows_lost > 0 {
+        notes.push(format!(
+            "note: {} flows not drawn (their holders were forgotten)",
+            stats.flows_lost
+        ));
+    }
     Ok(Export { bytes, notes })
 }
 

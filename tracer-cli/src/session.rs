@@ -2,7 +2,8 @@
 //! it ends, with live output, and write the report.
 
 use std::{
-    io::Write,
+    fs::File,
+    io::{BufWriter, Write},
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -22,6 +23,7 @@ use crate::{
     ledger::{Ledger, cstr},
     stacks::Stacks,
     summary,
+    timeline::Timeline,
     tracer::{Capture, Counters, Record, Tracer},
 };
 
@@ -43,6 +45,12 @@ pub enum SessionError {
         path: PathBuf,
         #[source]
         error: ReportError,
+    },
+    #[error("writing the timeline {}: {error}", path.display())]
+    WriteTimeline {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
     },
 }
 
@@ -70,7 +78,27 @@ pub struct Options {
     pub stacks: bool,
     /// Aggregate in the kernel (no per-event data).
     pub summary: bool,
+    /// Write every wait and hold to this Perfetto trace (`--timeline`).
+    pub timeline: Option<PathBuf>,
     pub command: Vec<String>,
+}
+
+/// The timeline being written, and the first error writing it (which stops it, not the recording).
+struct TimelineOut {
+    timeline: Timeline<BufWriter<File>>,
+    error: Option<std::io::Error>,
+}
+
+impl TimelineOut {
+    fn take(&mut self, ledger: &mut Ledger) {
+        for interval in ledger.take_intervals() {
+            if self.error.is_none()
+                && let Err(e) = self.timeline.add(&interval)
+            {
+                self.error = Some(e);
+            }
+        }
+    }
 }
 
 /// The kernel side wakes us only when its buffer fills up, so this is also the batching latency.
@@ -96,7 +124,21 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         if opts.format == LiveFormat::Ndjson {
             return Err(SessionError::SummaryWithout("--format ndjson event stream"));
         }
+        if opts.timeline.is_some() {
+            return Err(SessionError::SummaryWithout("--timeline"));
+        }
     }
+    // Before anything starts: a path that cannot be written costs no recording.
+    let mut timeline = match &opts.timeline {
+        Some(path) => Some(TimelineOut {
+            timeline: Timeline::create(path).map_err(|error| SessionError::WriteTimeline {
+                path: path.clone(),
+                error,
+            })?,
+            error: None,
+        }),
+        None => None,
+    };
     let mut child = match opts.command.split_first() {
         Some((program, args)) => {
             let child = HeldChild::spawn(program, args)?;
@@ -141,24 +183,46 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         c.release()?;
     }
     let mut ledger = Ledger::with_paths(&opts.filter.paths);
+    if timeline.is_some() {
+        ledger = ledger.with_intervals();
+    }
     let mut next_tick = opts.interval.map(|i| started + i);
     let mut exit_code = 0;
     let mut forwarded = 0;
     let stdout = std::io::stdout();
     let ndjson = opts.format == LiveFormat::Ndjson && !opts.quiet;
-    let handle = |ledger: &mut Ledger, stacks: &mut Option<Stacks>, rec: Record| {
+    let handle = |(ledger, stacks, timeline): (
+        &mut Ledger,
+        &mut Option<Stacks>,
+        &mut Option<TimelineOut>,
+    ),
+                  rec: Record| {
         let stack = match (stacks, &rec) {
             (Some(stacks), Record::Lock(ev)) => stacks.of(ev),
             _ => None,
         };
         let blocked = ledger.handle(&rec, stack.clone());
+        if let Some(t) = timeline.as_mut() {
+            t.take(ledger);
+        }
         if let (Record::Lock(ev), true) = (&rec, ndjson) {
             let line = event_json(ev, blocked.as_ref(), stack.as_deref());
             let _ = writeln!(stdout.lock(), "{line}");
         }
     };
     loop {
-        tracer.poll(POLL, |rec| handle(&mut ledger, &mut stacks, rec));
+        tracer.poll(POLL, |rec| {
+            handle((&mut ledger, &mut stacks, &mut timeline), rec)
+        });
+        // Each batch reaches the file whole, so a recording that is killed leaves a valid trace.
+        if let Some(TimelineOut {
+            timeline,
+            error: error @ None,
+        }) = &mut timeline
+            && let Err(e) = timeline.flush()
+        {
+            *error = Some(e);
+        }
         if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
             && Instant::now() >= tick
         {
@@ -189,7 +253,22 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
     }
     // Events already in the ring buffer belong to this run.
-    tracer.poll(Duration::ZERO, |rec| handle(&mut ledger, &mut stacks, rec));
+    tracer.poll(Duration::ZERO, |rec| {
+        handle((&mut ledger, &mut stacks, &mut timeline), rec)
+    });
+    let timeline_stats = match (timeline, &opts.timeline) {
+        (Some(TimelineOut { timeline, error }), Some(path)) => {
+            let stats = timeline.stats();
+            if let Some(error) = error.or_else(|| timeline.finish().err()) {
+                return Err(SessionError::WriteTimeline {
+                    path: path.clone(),
+                    error,
+                });
+            }
+            Some((path, stats))
+        }
+        _ => None,
+    };
     // A failed counter read must not cost the recording; say so instead.
     let counters = tracer.counters().unwrap_or_else(|e| {
         eprintln!("locktrace: warning: kernel drop counters unavailable: {e}");
@@ -214,6 +293,18 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         print_report(&report, opts.format);
         if let Some(path) = &opts.output {
             eprintln!("locktrace: report written to {}", path.display());
+        }
+        if let Some((path, stats)) = timeline_stats {
+            eprintln!(
+                "locktrace: timeline written to {} ({} waits and holds, {} flows{}); open it in https://ui.perfetto.dev",
+                path.display(),
+                stats.slices,
+                stats.flows,
+                match stats.flows_lost {
+                    0 => String::new(),
+                    n => format!(", {n} not drawn"),
+                }
+            );
         }
     }
     Ok(exit_code)
@@ -349,6 +440,7 @@ fn event_json(
         "dev": kernel::user_dev(ev.dev),
         "ino": ev.ino,
         "name": cstr(&ev.name),
+        "owner": ev.owner,
     });
     if let Some(blocked) = blocked {
         let pids: Vec<u32> = match blocked {

@@ -52,6 +52,21 @@ pub fn render(report: &BenchReport, table: &Table, plots: &[Plot]) -> String {
          <b>store</b> = store-core's observer timings of the kernel fcntl locks it takes; \
          <b>kernel</b> = <code>locktrace record</code> (eBPF).</p>\n",
     );
+    let traced: Vec<String> = report
+        .modes
+        .iter()
+        .filter(|m| m.kernel_report.is_some())
+        .map(|m| format!("<code>{}.pftrace</code>", m.mode))
+        .collect();
+    if !traced.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p>Timelines: {} next to this report (<code>MODE-2.pftrace</code>, … for further \
+             repetitions), every wait and hold the tracer saw, system-wide, with flows from holder \
+             to waiter; open them in <a href=\"https://ui.perfetto.dev\">ui.perfetto.dev</a>.</p>",
+            traced.join(", ")
+        );
+    }
     let mut notes: Vec<&str> = report
         .modes
         .iter()

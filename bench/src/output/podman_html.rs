@@ -36,7 +36,11 @@ pub fn render(report: &PodmanReport, table: &Table, plots: &[Plot]) -> String {
     h.push_str(
         "<p>Sources: <b>parent</b> = lockbench timing the pull and reader processes \
          (CLOCK_MONOTONIC); <b>kernel</b> = <code>locktrace record</code> (eBPF), the same for \
-         every variant (podman has no lock timings of its own).</p>\n",
+         every variant (podman has no lock timings of its own). Each traced variant's \
+         timeline is next to this report as <code>VARIANT.pftrace</code> \
+         (<code>VARIANT-LAYOUT</code> past the shared layout, <code>-2</code>, … for further \
+         repetitions): every wait and hold, with flows from holder to waiter; open it in \
+         <a href=\"https://ui.perfetto.dev\">ui.perfetto.dev</a>.</p>\n",
     );
     for v in &report.variants {
         if let Some(note) = &v.kernel_note {

@@ -251,7 +251,13 @@ fn run_cell(
     } else {
         String::new()
     };
-    let session = start_trace(cfg, tracer, &base, &mut cell.kernel_note)?;
+    // One per variant (and layout, past the shared one) next to podman-report.html.
+    let name = match cell.layout {
+        "shared" => cell.variant.to_string(),
+        layout => format!("{}-{layout}", cell.variant),
+    };
+    let timeline = out.join(super::demo::timeline_name(&name, repeat));
+    let session = start_trace(cfg, tracer, (&base, &timeline), &mut cell.kernel_note)?;
     let started = Instant::now();
     let mut running = Vec::new();
     for (i, image) in set.images.iter().take(cfg.pulls).enumerate() {
@@ -371,12 +377,13 @@ fn finish(cell: Cell, cfg: &PodmanConfig) -> Result<VariantResult> {
 fn start_trace(
     cfg: &PodmanConfig,
     tracer: Option<&Tracer>,
-    base: &Path,
+    (base, timeline): (&Path, &Path),
     kernel_note: &mut Option<String>,
 ) -> Result<Option<Session>> {
     match tracer.map(|t| {
         t.start(
             &base.join("kernel-report.json"),
+            timeline,
             &base.join("locktrace.log"),
         )
     }) {

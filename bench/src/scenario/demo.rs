@@ -190,7 +190,8 @@ fn run_once(
     roots.dedup();
 
     let mut kernel_note = tracer.is_none().then(|| cfg.trace.skip_note());
-    let session = start_trace(cfg, tracer, &run_dir, &mut kernel_note)?;
+    let timeline = out.join(timeline_name(&mode.to_string(), rep));
+    let session = start_trace(cfg, tracer, (&run_dir, &timeline), &mut kernel_note)?;
     let mut workers = Vec::new();
     for spec in specs {
         workers.push(supervise::spawn(spec, mode, cfg, &run_dir)?);
@@ -213,16 +214,25 @@ fn run_once(
     Ok(outcome)
 }
 
-/// Starts `locktrace record` into `run_dir`; with `--trace auto` a tracer that fails to start
-/// becomes a note, with `on` an error.
+/// The Perfetto timeline of a mode's (or variant's) repetition, next to the HTML report:
+/// `locked.pftrace`, then `locked-2.pftrace` for the second repetition, and so on.
+pub fn timeline_name(mode: &str, rep: usize) -> String {
+    match rep {
+        0 => format!("{mode}.pftrace"),
+        n => format!("{mode}-{}.pftrace", n + 1),
+    }
+}
+
+/// Starts `locktrace record` into `run_dir` (its timeline into `timeline`); with `--trace auto` a
+/// tracer that fails to start becomes a note, with `on` an error.
 fn start_trace(
     cfg: &RunConfig,
     tracer: Option<&Tracer>,
-    run_dir: &Path,
+    (run_dir, timeline): (&Path, &Path),
     kernel_note: &mut Option<String>,
 ) -> Result<Option<Session>> {
     let trace_file = run_dir.join("kernel-report.json");
-    match tracer.map(|t| t.start(&trace_file, &run_dir.join("locktrace.log"))) {
+    match tracer.map(|t| t.start(&trace_file, timeline, &run_dir.join("locktrace.log"))) {
         None => Ok(None),
         Some(Ok(session)) => Ok(Some(session)),
         Some(Err(e)) if cfg.trace == TraceMode::On => Err(e),

@@ -9,6 +9,10 @@
 //!
 //! Every blocking wait is also matched with the holds open when it started ([`crate::holders`]): the
 //! holders it was blocked by, or "holder not traced".
+//!
+//! On request, every completed wait and hold is also handed out whole ([`interval`]).
+
+mod interval;
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -16,6 +20,8 @@ use locktrace_report::{Actor, Drops, Frames, LockKey, Metric, Mode, Recorder, Tr
 use tracer_common::{
     Event, F_OFD_SETLKW, F_RDLCK, F_SETLK, F_SETLKW, F_UNLCK, F_WRLCK, PathRecord, event_flag, kind,
 };
+
+pub use interval::{BlockingHold, Interval};
 
 use crate::{
     holders::{Blocked, Hold, Holders, Wait},
@@ -36,6 +42,7 @@ struct OpenHold {
     mode: Mode,
     lock: LockKey,
     actor: Actor,
+    tid: u32,
     /// The user stack of the call that took it (`--stacks`).
     stack: Option<Frames>,
 }
@@ -54,6 +61,8 @@ pub struct Ledger {
     names: HashMap<(u64, u64), String>,
     pub unmatched_releases: u64,
     pub unresolved_names: u64,
+    /// Completed waits and holds not yet taken, when asked for.
+    intervals: Option<Vec<Interval>>,
 }
 
 impl Ledger {
@@ -89,6 +98,22 @@ impl Ledger {
             processes,
             ..Self::default()
         }
+    }
+
+    /// This ledger, also collecting every completed wait and hold for [`Ledger::take_intervals`].
+    pub fn with_intervals(self) -> Self {
+        Ledger {
+            intervals: Some(Vec::new()),
+            ..self
+        }
+    }
+
+    /// The waits and holds completed since the last call (none unless [`Ledger::with_intervals`]).
+    pub fn take_intervals(&mut self) -> Vec<Interval> {
+        self.intervals
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Takes one record, with the named user stack of its lock call when stacks are recorded; for
@@ -182,6 +207,33 @@ impl Ledger {
                 end_ns: ev.end_ns,
             };
             let blocked = self.holders.blocked(file, &wait);
+            if let Some(intervals) = &mut self.intervals {
+                let blocked_by = self
+                    .holders
+                    .blocking(file, &wait)
+                    .into_iter()
+                    .map(|(hold, until_ns)| BlockingHold {
+                        owner: hold.owner,
+                        pid: hold.pid,
+                        since_ns: hold.since_ns,
+                        until_ns,
+                    })
+                    .collect();
+                intervals.push(Interval {
+                    metric: Metric::Wait,
+                    file,
+                    lock: lock.clone(),
+                    mode,
+                    owner: ev.owner,
+                    pid: ev.pid,
+                    tid: ev.tid,
+                    comm: actor.comm.clone(),
+                    start_ns: ev.start_ns,
+                    end_ns: ev.end_ns.max(ev.start_ns),
+                    acquired: ev.ret == 0,
+                    blocked_by,
+                });
+            }
             match &blocked {
                 Blocked::By(by) => {
                     self.recorder
@@ -203,7 +255,7 @@ impl Ledger {
         // A successful lock on a lock already held by the same owner converts it (POSIX semantics):
         // the old hold ends here and a new one starts in the new mode.
         if let Some(prev) = self.open.remove(&key) {
-            self.close_hold(prev, ev.end_ns);
+            self.close_hold(key, prev, ev.end_ns);
             self.holders.close(file, ev.owner, ev.end_ns);
         }
         self.holders.open(
@@ -225,6 +277,7 @@ impl Ledger {
                 mode,
                 lock,
                 actor,
+                tid: ev.tid,
                 stack,
             },
         );
@@ -261,15 +314,31 @@ impl Ledger {
         };
         match self.open.remove(&key) {
             Some(hold) => {
-                self.close_hold(hold, ev.start_ns);
+                self.close_hold(key, hold, ev.start_ns);
                 self.holders.close((ev.dev, ev.ino), ev.owner, ev.start_ns);
             }
             None => self.unmatched_releases += 1,
         }
     }
 
-    fn close_hold(&mut self, hold: OpenHold, at_ns: u64) {
+    fn close_hold(&mut self, key: Owner, hold: OpenHold, at_ns: u64) {
         let nanos = at_ns.saturating_sub(hold.since_ns);
+        if let Some(intervals) = &mut self.intervals {
+            intervals.push(Interval {
+                metric: Metric::Hold,
+                file: (key.dev, key.ino),
+                lock: hold.lock.clone(),
+                mode: hold.mode,
+                owner: key.owner,
+                pid: hold.actor.pid,
+                tid: hold.tid,
+                comm: hold.actor.comm.clone(),
+                start_ns: hold.since_ns,
+                end_ns: at_ns.max(hold.since_ns),
+                acquired: true,
+                blocked_by: Vec::new(),
+            });
+        }
         self.recorder
             .record(&hold.lock, hold.mode, Metric::Hold, nanos, &hold.actor);
         if let Some(frames) = &hold.stack {

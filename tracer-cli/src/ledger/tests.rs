@@ -421,3 +421,57 @@ fn a_lock_order_example_carries_the_stacks_of_both_calls() {
     assert_eq!(x.held_stack.as_deref(), Some(&outer[..]));
     assert_eq!(x.taken_stack.as_deref(), Some(&inner[..]));
 }
+
+#[test]
+fn intervals_are_the_recorded_samples_with_the_holds_that_blocked_each_wait() {
+    let mut l = ledger().with_intervals();
+    l.record(&by(10, ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, 0, 1)));
+    l.record(&by(20, ev(kind::LOCK, F_SETLKW, F_RDLCK, 100, 4_000, 0, 2)));
+    // Wait first, release after (out of order): the blocker is still open when the wait ends.
+    let waited = l.take_intervals();
+    l.record(&by(
+        10,
+        ev(kind::RELEASE_CLOSE, 0, F_UNLCK, 3_990, 3_990, 0, 1),
+    ));
+    l.record(&by(
+        20,
+        ev(kind::RELEASE_EXIT, 0, F_UNLCK, 5_000, 5_000, 0, 2),
+    ));
+    let rest = l.take_intervals();
+    assert!(l.take_intervals().is_empty());
+    let all: Vec<&Interval> = waited.iter().chain(&rest).collect();
+    let summary: Vec<_> = all
+        .iter()
+        .map(|i| (i.metric, i.pid, i.mode, i.start_ns, i.end_ns))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Metric::Wait, 10, Mode::Write, 0, 10),
+            (Metric::Wait, 20, Mode::Read, 100, 4_000),
+            (Metric::Hold, 10, Mode::Write, 10, 3_990),
+            (Metric::Hold, 20, Mode::Read, 4_000, 5_000),
+        ]
+    );
+    assert_eq!(
+        all[1].blocked_by,
+        [BlockingHold {
+            owner: 1,
+            pid: 10,
+            since_ns: 10,
+            until_ns: None
+        }]
+    );
+    assert!(all[0].blocked_by.is_empty() && all[1].acquired);
+    let r = report(l);
+    let totals = |mode: Mode, metric: Metric| {
+        let s = &r.locks[0].modes[&mode].metric(metric).summary;
+        (s.count, s.total)
+    };
+    assert_eq!(totals(Mode::Read, Metric::Hold), (1, 1_000));
+    assert_eq!(totals(Mode::Write, Metric::Hold), (1, 3_980));
+    // Without asking, nothing is kept.
+    let mut quiet = Ledger::default();
+    quiet.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, 0, 1));
+    assert!(quiet.take_intervals().is_empty());
+}
