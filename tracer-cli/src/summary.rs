@@ -110,26 +110,38 @@ fn histogram(t: &Totals, buckets: &[(u32, BucketTotals)]) -> (Histogram<u64>, u6
             highest = highest.max(exact);
         }
         if rest.0 > 0 {
-            let mean = (rest.1 / rest.0).clamp(lo, hi);
-            record(&mut hist, mean, rest.0);
-            lowest = lowest.min(mean);
-            highest = highest.max(mean);
+            let (at, top) = spread(&mut hist, rest);
+            lowest = lowest.min(at.clamp(lo, hi));
+            highest = highest.max(top.clamp(lo, hi));
         }
         count += b.count;
         total = total.saturating_add(b.total_ns);
     }
     if t.count > count {
-        let missing = t.count - count;
-        let mean = t.total_ns.saturating_sub(total) / missing;
-        record(&mut hist, mean, missing);
+        let (at, top) = spread(
+            &mut hist,
+            (t.count - count, t.total_ns.saturating_sub(total)),
+        );
         total = total.max(t.total_ns);
-        lowest = lowest.min(mean);
-        highest = highest.max(mean);
+        lowest = lowest.min(at);
+        highest = highest.max(top);
     }
     if hist.is_empty() {
         return (hist, 0, 0, 0);
     }
     (hist, total, lowest, highest)
+}
+
+/// Records `count` samples summing to `total` at their mean, the remainder of the division one ns
+/// higher each, so the histogram's samples add up to `total` exactly; returns the two values.
+fn spread(hist: &mut Histogram<u64>, (count, total): (u64, u64)) -> (u64, u64) {
+    let (mean, extra) = (total / count, total % count);
+    record(hist, mean, count - extra);
+    if extra > 0 {
+        record(hist, mean + 1, extra);
+        return (mean, mean + 1);
+    }
+    (mean, mean)
 }
 
 fn record(hist: &mut Histogram<u64>, value: u64, n: u64) {
@@ -165,6 +177,7 @@ mod tests {
         let (hist, total, min, max) = histogram(&t, &b);
         assert_eq!(hist.len(), 1000);
         assert_eq!((total, min, max), (t.total_ns, t.min_ns, t.max_ns));
+
         assert_eq!(hist.min(), hist.lowest_equivalent(t.min_ns));
         assert!(hist.equivalent(hist.max(), t.max_ns));
         for q in [0.5, 0.9, 0.99] {
@@ -175,6 +188,32 @@ mod tests {
                 "p{q}: {got} vs exact {exact}"
             );
         }
+    }
+
+    #[test]
+    fn a_report_of_many_short_samples_passes_validation() {
+        // Short waits where the stored histogram's buckets are 1 ns wide: a mean rounded down
+        // per bucket would leave the histogram short of the exact total, and the report corrupt.
+        let samples: Vec<u64> = (0..100_000u64).map(|i| 1_500 + (i * 7919) % 301).collect();
+        let (t, b) = buckets_of(&samples);
+        let (hist, total, min, max) = histogram(&t, &b);
+        let mut rec = Recorder::new();
+        let lock = locktrace_report::LockKey::named("layers.lock");
+        rec.absorb_metric(&lock, Mode::Write, Metric::Wait, &hist, (total, min, max))
+            .unwrap();
+        let report = rec.finish(locktrace_report::ReportMeta::new(
+            "test",
+            locktrace_report::Source::Kernel,
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        report.write(&path).unwrap();
+        let read = locktrace_report::Report::read(&path).unwrap();
+        let s = &read.locks[0].modes[&Mode::Write].wait.summary;
+        assert_eq!(
+            (s.count, s.total, s.min, s.max),
+            (100_000, t.total_ns, t.min_ns, t.max_ns)
+        );
     }
 
     #[test]
