@@ -83,6 +83,9 @@ pub(super) fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> Outcome 
 pub(super) fn send_path_once(cfg: &Config, file: u64, ev: &Event) -> Outcome {
     let (dev, ino) = (ev.dev, ev.ino);
     let key = InodeKey { dev, ino };
+    // A lookup first: an LRU insert takes a free node (and its lock) before it finds the key
+    // exists, which on every lock call of a known file cost more than the rest of this check.
+    require(SEEN.get_ptr(&key).is_none())?;
     // One insert both checks and claims: two CPUs cannot both send the path.
     SEEN.insert(&key, &1, BPF_NOEXIST)
         .map_err(|_| Miss::Ignored)?;
