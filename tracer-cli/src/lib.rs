@@ -5,13 +5,15 @@
 //! its events into waits and holds for a [`locktrace_report::Recorder`].
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
-//! `tracer` ← `ledger`, `doctor` ← `session`; `holders` (who held a file when) and `process`
+//! `tracer` ← `ledger`, `doctor`, `exporter` (Prometheus `/metrics` from the session's report
+//! snapshots) ← `session`; `holders` (who held a file when) and `process`
 //! (holders' command lines and containers) under `ledger`; `child` (the held command) and `reports` (saved
 //! reports, for the commands that need no tracing) stand alone.
 
 pub mod attach;
 pub mod child;
 pub mod doctor;
+pub mod exporter;
 pub mod filter;
 pub mod holders;
 pub mod kernel;
