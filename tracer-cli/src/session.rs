@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    net::SocketAddr,
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -14,6 +15,7 @@ use crate::{
     Error,
     attach::AttachRequest,
     child::{ChildError, HeldChild},
+    exporter::{Exporter, ExporterError, ExporterOptions, TracerStats},
     filter::Filter,
     holders::Blocked,
     kernel,
@@ -29,6 +31,8 @@ pub enum SessionError {
     Trace(#[from] Error),
     #[error(transparent)]
     Command(#[from] ChildError),
+    #[error(transparent)]
+    Exporter(#[from] ExporterError),
     #[error("writing {}", path.display())]
     WriteReport {
         path: PathBuf,
@@ -60,6 +64,12 @@ pub struct Options {
     /// Capture and name the user stack of every lock call.
     pub stacks: bool,
     pub command: Vec<String>,
+    /// Serve Prometheus `/metrics` here while recording.
+    pub listen: Option<SocketAddr>,
+    /// Drop an exported lock series after this long without a new sample.
+    pub expire: Duration,
+    /// Export at most this many lock series.
+    pub max_series: usize,
 }
 
 /// The kernel side wakes us only when its buffer fills up, so this is also the batching latency.
@@ -78,6 +88,18 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// Runs a recording; returns the exit code to leave with (the command's, when there is one).
 /// Installs SIGINT and SIGTERM handlers for the process: the first stops the recording.
 pub fn run(mut opts: Options) -> Result<i32, SessionError> {
+    // Bound before anything is traced or run, so a taken port fails fast.
+    let exporter = opts
+        .listen
+        .map(|listen| {
+            Exporter::start(&ExporterOptions {
+                listen,
+                expire: opts.expire,
+                max_series: opts.max_series,
+            })
+        })
+        .transpose()?;
+    let mut tracer_stats = TracerStats::default();
     let mut child = match opts.command.split_first() {
         Some((program, args)) => {
             let child = HeldChild::spawn(program, args)?;
@@ -135,7 +157,14 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
     };
     loop {
-        tracer.poll(POLL, |rec| handle(&mut ledger, &mut stacks, rec));
+        tracer.poll(POLL, |rec| {
+            tracer_stats.events += u64::from(matches!(rec, Record::Lock(_)));
+            handle(&mut ledger, &mut stacks, rec)
+        });
+        if let Some(x) = exporter.as_ref().filter(|x| x.wanted()) {
+            let (l, s) = (&ledger, stacks.as_ref());
+            publish(x, &tracer, &opts, (l, s), started, &mut tracer_stats);
+        }
         if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
             && Instant::now() >= tick
         {
@@ -194,6 +223,23 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
     }
     Ok(exit_code)
+}
+
+/// Hands the exporter a fresh snapshot of the same aggregates the report is written from.
+fn publish(
+    exporter: &Exporter,
+    tracer: &Tracer,
+    opts: &Options,
+    aggregates: (&Ledger, Option<&Stacks>),
+    started: Instant,
+    stats: &mut TracerStats,
+) {
+    let counters = tracer.counters().unwrap_or_else(|_| {
+        stats.counter_errors += 1;
+        Counters::default()
+    });
+    let meta = meta(tracer, opts, aggregates, started, counters);
+    exporter.publish(aggregates.0.recorder().snapshot(meta), *stats);
 }
 
 /// The line that says tracing has begun (tools wait for it), with the hooks used and why preferred
