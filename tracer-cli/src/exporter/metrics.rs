@@ -112,7 +112,7 @@ pub fn families(snap: &Snapshot, series: &Series, decode_errors: &mut u64) -> Ve
     let mut tries = Family::new(
         "locktrace_lock_tries_total",
         Kind::Counter,
-        "Non-blocking lock attempts (F_SETLK) by outcome.",
+        "Lock calls by outcome (refused: a non-blocking F_SETLK found the lock taken).",
     );
     let mut deadlocks = Family::new(
         "locktrace_lock_deadlock_errors_total",
