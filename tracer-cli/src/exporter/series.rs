@@ -4,7 +4,7 @@
 //! again and there is room.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -72,7 +72,8 @@ impl Series {
     /// Takes in a snapshot taken at `now`: notes which series got samples, expires, admits.
     pub fn update(&mut self, report: &Report, now: Instant) {
         // Locks sharing a label (same path, another inode) are one series: sum their counts.
-        let mut counts: HashMap<SeriesKey, (u64, u64, u64)> = HashMap::new();
+        // Sorted, so which series get the last free slots does not depend on hashing.
+        let mut counts: BTreeMap<SeriesKey, (u64, u64, u64)> = BTreeMap::new();
         for lock in &report.locks {
             for (mode, m) in &lock.modes {
                 let c = counts
