@@ -6,15 +6,16 @@
 //!
 //! Modules depend downward only: `kernel` (what the running kernel offers) ← `filter`, `attach` ←
 //! `tracer` ← `ledger`, `doctor` ← `summary` (summary mode's aggregates as a report), `timeline`
-//! (a ledger's intervals as a Perfetto trace) ← `session`; `holders` (who held a file when) and
-//! `process` (holders' command lines and containers) under `ledger`; `child` (the held command)
-//! and `reports` (saved reports, for the commands that need no tracing) stand alone; `symbolize`
-//! (names for user stack addresses: ELF/DWARF, Go's pclntab) ← `stacks` (the stack map read and
-//! named) ← `session`.
+//! (a ledger's intervals as a Perfetto trace), `exporter` (Prometheus `/metrics` from the session's
+//! report snapshots) ← `session`; `holders` (who held a file when) and `process` (holders' command
+//! lines and containers) under `ledger`; `child` (the held command) and `reports` (saved reports,
+//! for the commands that need no tracing) stand alone; `symbolize` (names for user stack
+//! addresses: ELF/DWARF, Go's pclntab) ← `stacks` (the stack map read and named) ← `session`.
 
 pub mod attach;
 pub mod child;
 pub mod doctor;
+pub mod exporter;
 pub mod filter;
 pub mod holders;
 pub mod kernel;

@@ -3,13 +3,13 @@
 
 mod offline;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use locktrace::{
     attach::AttachRequest,
-    doctor, filter,
+    doctor, exporter, filter,
     session::{self, LiveFormat},
 };
 
@@ -81,6 +81,15 @@ struct RecordArgs {
     /// waiter.
     #[arg(long, value_name = "FILE.pftrace")]
     timeline: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics while recording.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// With --listen: drop a lock's series after this long without a new sample.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m", requires = "listen")]
+    expire: Duration,
+    /// With --listen: export at most N lock series (lock × mode); more are counted as overflow.
+    #[arg(long, value_name = "N", default_value_t = exporter::DEFAULT_MAX_SERIES, requires = "listen")]
+    max_series: usize,
     /// Command to run and trace (with its children); its exit code becomes locktrace's.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -130,6 +139,9 @@ fn try_main(cli: Cli) -> Result<i32> {
             summary: a.summary,
             timeline: a.timeline,
             command: a.command,
+            listen: a.listen,
+            expire: a.expire,
+            max_series: a.max_series,
         })?),
         Command::Offline(c) => c.run(),
         Command::Doctor => {

@@ -4,6 +4,7 @@
 use std::{
     fs::File,
     io::{BufWriter, Write},
+    net::SocketAddr,
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -17,6 +18,7 @@ use crate::{
     Error,
     attach::AttachRequest,
     child::{ChildError, HeldChild},
+    exporter::{Exporter, ExporterError, ExporterOptions, TracerStats},
     filter::Filter,
     holders::Blocked,
     kernel,
@@ -40,6 +42,8 @@ pub enum SessionError {
     SummaryWithout(&'static str),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Exporter(#[from] ExporterError),
     #[error("writing {}", path.display())]
     WriteReport {
         path: PathBuf,
@@ -81,6 +85,12 @@ pub struct Options {
     /// Write every wait and hold to this Perfetto trace (`--timeline`).
     pub timeline: Option<PathBuf>,
     pub command: Vec<String>,
+    /// Serve Prometheus `/metrics` here while recording.
+    pub listen: Option<SocketAddr>,
+    /// Drop an exported lock series after this long without a new sample.
+    pub expire: Duration,
+    /// Export at most this many lock series.
+    pub max_series: usize,
 }
 
 /// The timeline being written, and the first error writing it (which stops it, not the recording).
@@ -139,6 +149,18 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }),
         None => None,
     };
+    // Bound before anything is traced or run, so a taken port fails fast.
+    let exporter = opts
+        .listen
+        .map(|listen| {
+            Exporter::start(&ExporterOptions {
+                listen,
+                expire: opts.expire,
+                max_series: opts.max_series,
+            })
+        })
+        .transpose()?;
+    let mut tracer_stats = TracerStats::default();
     let mut child = match opts.command.split_first() {
         Some((program, args)) => {
             let child = HeldChild::spawn(program, args)?;
@@ -212,6 +234,7 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
     };
     loop {
         tracer.poll(POLL, |rec| {
+            tracer_stats.events += u64::from(matches!(rec, Record::Lock(_)));
             handle((&mut ledger, &mut stacks, &mut timeline), rec)
         });
         // Each batch reaches the file whole, so a recording that is killed leaves a valid trace.
@@ -222,6 +245,16 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
             && let Err(e) = timeline.flush()
         {
             *error = Some(e);
+        }
+        if let Some(x) = exporter.as_ref().filter(|x| x.wanted()) {
+            publish(
+                x,
+                &tracer,
+                &opts,
+                (&mut ledger, stacks.as_ref()),
+                started,
+                &mut tracer_stats,
+            );
         }
         if let (Some(tick), Some(interval)) = (next_tick, opts.interval)
             && Instant::now() >= tick
@@ -308,6 +341,26 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
     }
     Ok(exit_code)
+}
+
+/// Hands the exporter a fresh snapshot of the same aggregates the report is written from.
+fn publish(
+    exporter: &Exporter,
+    tracer: &Tracer,
+    opts: &Options,
+    aggregates: (&mut Ledger, Option<&Stacks>),
+    started: Instant,
+    stats: &mut TracerStats,
+) {
+    let counters = tracer.counters().unwrap_or_else(|_| {
+        stats.counter_errors += 1;
+        Counters::default()
+    });
+    // The same aggregates the report is written from: the ledger's, or the kernel's summary.
+    match snapshot(tracer, opts, aggregates, started, counters) {
+        Ok(report) => exporter.publish(report, *stats),
+        Err(_) => stats.counter_errors += 1,
+    }
 }
 
 /// The line that says tracing has begun (tools wait for it), with the hooks used and why preferred

@@ -33,6 +33,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "golang-go",
         "the stripped Go program of the stack tests, and go tool pprof",
     ),
+    (
+        "prometheus",
+        "prometheus and promtool for the exporter test (tracer-cli/tests/prometheus.rs), run directly: its service is not used",
+    ),
 ];
 
 pub fn setup() -> Result<()> {
