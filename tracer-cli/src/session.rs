@@ -359,7 +359,7 @@ fn publish(
     // The same aggregates the report is written from: the ledger's, or the kernel's summary.
     match snapshot(tracer, opts, aggregates, started, counters) {
         Ok(report) => exporter.publish(report, *stats),
-        Err(_) => stats.counter_errors += 1,
+        Err(_) => stats.snapshot_errors += 1,
     }
 }
 

@@ -41,10 +41,11 @@ pub struct Counters {
 pub const STACK_ENTRIES: u32 = 16384;
 
 /// Summary mode's map sizes: lock files × modes, histogram buckets in use (a lock mode's samples
-/// spread over a few dozen), and per-process shares. A full map is a counted drop.
-pub const SUMMARY_LOCK_ENTRIES: u32 = 4096;
-pub const SUMMARY_BUCKET_ENTRIES: u32 = 65536;
-pub const SUMMARY_ACTOR_ENTRIES: u32 = 16384;
+/// spread over a few dozen), and per-process shares. A full map is a counted drop. The maps are
+/// per CPU and preallocated: about 0.5 MiB per CPU.
+pub const SUMMARY_LOCK_ENTRIES: u32 = 1024;
+pub const SUMMARY_BUCKET_ENTRIES: u32 = 16384;
+pub const SUMMARY_ACTOR_ENTRIES: u32 = 4096;
 
 /// What the kernel side captures beyond the lock events themselves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -245,6 +245,7 @@ fn own(snap: &Snapshot, series: &Series, decode_errors: u64) -> Vec<Family> {
     );
     for (kind, n) in [
         ("drop_counters_unreadable", snap.tracer.counter_errors),
+        ("snapshot_failed", snap.tracer.snapshot_errors),
         ("histogram_undecodable", decode_errors),
     ] {
         errors.push(vec![("kind", kind.to_string())], Value::Counter(n));

@@ -98,6 +98,9 @@ pub struct TracerStats {
     pub events: u64,
     /// Kernel drop counters that could not be read (the report's drops then lack them).
     pub counter_errors: u64,
+    /// Snapshots that could not be taken (summary mode's kernel maps unreadable): the scrape
+    /// serves the previous one.
+    pub snapshot_errors: u64,
 }
 
 /// One published state of the recording.
