@@ -2,6 +2,7 @@
 //! given, so each `unsafe` is argued once here instead of at every call site.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
@@ -54,6 +55,39 @@ pub fn tp_field<T: Int>(ctx: &TracePointContext, off: u64) -> Option<T> {
     // layout), so it lies inside the record the context points to; the copy is
     // bpf_probe_read_kernel, which fails instead of faulting, and T: Int accepts any bytes.
     unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// Argument `N` of a `syscalls:sys_enter_*` tracepoint, or the return value (`N` = 0) of a
+/// `sys_exit_*` one: 8-byte slots after the 16-byte header, the syscall ABI's layout on every
+/// kernel. A direct load from the record, not a helper call (each one costs about 100 ns).
+#[inline(always)]
+pub fn syscall_slot<const N: usize>(ctx: &TracePointContext) -> u64 {
+    // SAFETY: the context points at the tracepoint's record, which holds slot N (6 argument slots
+    // after the header); the verifier checks every context load's offset, size and alignment and
+    // refuses the program otherwise, so an out-of-record read cannot load.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(16 + 8 * N).cast::<u64>()) }
+}
+
+/// The first `RECORD` bytes of a classic tracepoint's record, in one copy; fields are then taken
+/// with [`field`] at their tracefs offsets (which vary by kernel, so they cannot be direct loads).
+pub const RECORD: usize = 128;
+
+pub fn tp_record(ctx: &TracePointContext) -> Option<[u8; RECORD]> {
+    // SAFETY: bpf_probe_read_kernel fails instead of faulting past the record's end, and a byte
+    // array accepts any bytes.
+    unsafe { bpf_probe_read_kernel(ctx.as_ptr().cast::<[u8; RECORD]>()) }.ok()
+}
+
+/// The `T` at byte `off` of a copied record, when it lies inside the copy.
+#[inline(always)]
+pub fn field<T: Int>(record: &[u8; RECORD], off: u64) -> Option<T> {
+    let off = off as usize;
+    if off > RECORD - size_of::<T>() {
+        return None;
+    }
+    // SAFETY: off + size_of::<T>() <= RECORD was just checked, read_unaligned copes with any
+    // alignment, and T: Int accepts any bytes.
+    Some(unsafe { core::ptr::read_unaligned(record.as_ptr().add(off).cast::<T>()) })
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock userspace reads too.

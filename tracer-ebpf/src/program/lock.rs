@@ -16,7 +16,7 @@ use super::{
     maps::{EVENTS, HELD, PENDING, SCRATCH, STACKS},
     require, submit_flags, summary,
 };
-use crate::kernel::{now_ns, read_kernel, read_user, tp_field};
+use crate::kernel::{now_ns, read_kernel, read_user, syscall_slot};
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
@@ -157,7 +157,7 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
 fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     // Syscall tracepoint args are 8-byte slots after the 16-byte header (fd, cmd, arg); this layout
     // is the syscall ABI, identical on every kernel.
-    let cmd = tp_field::<u64>(ctx, 24).ok_or(Miss::Ignored)? as u32;
+    let cmd = syscall_slot::<1>(ctx) as u32;
     require(is_lock_cmd(cmd))?;
     // Untraced processes stop here, before the user read and the fd-table walk.
     let cfg = config();
@@ -165,8 +165,8 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
         cfg,
         (bpf_get_current_pid_tgid() >> 32) as u32,
     ))?;
-    let fd = tp_field::<u64>(ctx, 16).unwrap_or(u64::MAX) as u32;
-    let arg = tp_field::<u64>(ctx, 32).unwrap_or(0);
+    let fd = syscall_slot::<0>(ctx) as u32;
+    let arg = syscall_slot::<2>(ctx);
     // struct flock starts with `short l_type` on every Linux ABI.
     let l_type = read_user::<i16>(arg).ok_or(Miss::Ignored)? as u32;
     let file = if l_type == F_UNLCK {
@@ -179,7 +179,7 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
 
 #[tracepoint]
 pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
-    match lock_exit(tp_field::<i64>(&ctx, 16).unwrap_or(0) as i32) {
+    match lock_exit(syscall_slot::<0>(&ctx) as i64 as i32) {
         Ok(()) => DONE,
         Err(miss) => miss.counted(),
     }
