@@ -103,9 +103,11 @@ fn syncs_under_layers_lock(log: &str) -> Vec<String> {
     let mut holding: Option<(&str, String)> = None;
     let mut found = Vec::new();
     for line in log.lines() {
+        // strace pads the pid column: "8809  openat(" as well as "12345 openat(".
         let Some((pid, call)) = line.split_once(' ') else {
             continue;
         };
+        let call = call.trim_start();
         if call.starts_with("openat(") && call.contains("/layers.lock\"") {
             if let Some((_, fd)) = call.rsplit_once(" = ") {
                 lock_fd.insert(pid, fd.trim().to_string());

@@ -174,11 +174,7 @@ pub(crate) mod tests {
     use crate::stacks::{Frames, StackOthers};
 
     fn frames(names: &[&str]) -> Frames {
-        names
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .into()
+        names.iter().map(|s| s.to_string()).collect()
     }
 
     /// Two locks, both modes on one, both metrics, a frame with `;` and a line break, an others

@@ -268,11 +268,7 @@ mod tests {
     use super::*;
 
     fn frames(names: &[&str]) -> Frames {
-        names
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .into()
+        names.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]

@@ -23,11 +23,7 @@ fn stderr(out: &Output) -> String {
 }
 
 fn frames(names: &[&str]) -> Frames {
-    names
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .into()
+    names.iter().map(|s| s.to_string()).collect()
 }
 
 const MS: u64 = 1_000_000;

@@ -360,11 +360,7 @@ fn edeadlk_is_counted_among_the_errors() {
 }
 
 fn frames(names: &[&str]) -> Frames {
-    names
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .into()
+    names.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
