@@ -68,28 +68,6 @@ pub fn syscall_slot<const N: usize>(ctx: &TracePointContext) -> u64 {
     unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(16 + 8 * N).cast::<u64>()) }
 }
 
-/// The first `RECORD` bytes of a classic tracepoint's record, in one copy; fields are then taken
-/// with [`field`] at their tracefs offsets (which vary by kernel, so they cannot be direct loads).
-pub const RECORD: usize = 128;
-
-pub fn tp_record(ctx: &TracePointContext) -> Option<[u8; RECORD]> {
-    // SAFETY: bpf_probe_read_kernel fails instead of faulting past the record's end, and a byte
-    // array accepts any bytes.
-    unsafe { bpf_probe_read_kernel(ctx.as_ptr().cast::<[u8; RECORD]>()) }.ok()
-}
-
-/// The `T` at byte `off` of a copied record, when it lies inside the copy.
-#[inline(always)]
-pub fn field<T: Int>(record: &[u8; RECORD], off: u64) -> Option<T> {
-    let off = off as usize;
-    if off > RECORD - size_of::<T>() {
-        return None;
-    }
-    // SAFETY: off + size_of::<T>() <= RECORD was just checked, read_unaligned copes with any
-    // alignment, and T: Int accepts any bytes.
-    Some(unsafe { core::ptr::read_unaligned(record.as_ptr().add(off).cast::<T>()) })
-}
-
 /// CLOCK_MONOTONIC in nanoseconds, the clock userspace reads too.
 pub fn now_ns() -> u64 {
     // SAFETY: the helper takes no arguments and only reads the clock.

@@ -12,7 +12,7 @@ use super::{
     maps::{EVENTS, HELD, PENDING},
     require, submit_flags, summary,
 };
-use crate::kernel::{current_task, field, now_ns, read_at, tp_record};
+use crate::kernel::{current_task, now_ns, read_at, tp_field};
 
 const PF_EXITING: u32 = 0x4;
 
@@ -27,16 +27,16 @@ pub fn posix_lock_inode(ctx: TracePointContext) -> u32 {
 fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
     let cfg = config();
     let o = &cfg.offsets;
-    // One copy of the record instead of a helper call per field: this runs for every lock and
-    // unlock in the system.
-    let rec = tp_record(ctx).ok_or(Miss::Ignored)?;
-    let l_type = field::<u8>(&rec, o.pl_type).unwrap_or(0) as u32;
-    let ret = field::<i32>(&rec, o.pl_ret).unwrap_or(-1);
+    // A helper call per field, not one copy of the record: a 128-byte copy on this program's
+    // stack took the combined stack of it and its calls past the verifier's 512 bytes on kernels
+    // before 6.13.
+    let l_type = tp_field::<u8>(ctx, o.pl_type).unwrap_or(0) as u32;
+    let ret = tp_field::<i32>(ctx, o.pl_ret).unwrap_or(-1);
     require(l_type == F_UNLCK && ret == 0)?;
     let key = HeldKey {
-        dev: field::<u32>(&rec, o.pl_dev).unwrap_or(0) as u64,
-        ino: field::<u64>(&rec, o.pl_ino).unwrap_or(0),
-        owner: field::<u64>(&rec, o.pl_owner).unwrap_or(0),
+        dev: tp_field::<u32>(ctx, o.pl_dev).unwrap_or(0) as u64,
+        ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
+        owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     // Only locks seen being taken are released.
