@@ -105,11 +105,16 @@ fn add_actors(into: &mut HashMap<Actor, (u64, u64)>, stats: &[ActorStat]) {
             pid: a.pid,
             comm: a.comm.clone(),
         };
-        // Top lists are approximate already (re-ranked from top lists); saturating is enough.
-        let e = into.entry(actor).or_default();
-        e.0 = e.0.saturating_add(a.count);
-        e.1 = e.1.saturating_add(a.total);
+        add_share(into, actor, (a.count, a.total));
     }
+}
+
+/// Adds `count` samples totalling `total` ns to `actor`'s share. Top lists are approximate already
+/// (re-ranked from top lists or summed per CPU); saturating is enough.
+fn add_share(into: &mut HashMap<Actor, (u64, u64)>, actor: Actor, (count, total): (u64, u64)) {
+    let e = into.entry(actor).or_default();
+    e.0 = e.0.saturating_add(count);
+    e.1 = e.1.saturating_add(total);
 }
 
 /// The largest sample an auto-resizing histogram records (its top is half of `u64::MAX`).
@@ -295,9 +300,7 @@ impl Recorder {
             Metric::Wait => &mut acc.waiters,
             Metric::Hold => &mut acc.holders,
         };
-        let e = actors.entry(actor.clone()).or_default();
-        e.0 = e.0.saturating_add(count);
-        e.1 = e.1.saturating_add(total);
+        add_share(actors, actor.clone(), (count, total));
     }
 
     /// A wait that was blocked by a holder the trace did not see.

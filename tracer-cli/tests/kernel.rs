@@ -152,9 +152,13 @@ fn assert_no_drops(report: &Report) {
     );
 }
 
-/// `lockload scenario` on `DIR/layers.lock` under `record --path`; returns the lock, the truth
-/// file, the report and record's output.
-fn traced_scenario(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf, Report, Output) {
+/// `lockload scenario` (with `extra` arguments) on `DIR/layers.lock` under `record --path` (with
+/// `record_flags`); returns the lock, the truth file, the report and record's output.
+fn traced_scenario(
+    dir: &Path,
+    record_flags: &[&str],
+    extra: &[&str],
+) -> (PathBuf, PathBuf, Report, Output) {
     let lock = dir.join("layers.lock");
     std::fs::write(&lock, b"").unwrap();
     let truth = dir.join("truth.json");
@@ -170,7 +174,8 @@ fn traced_scenario(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf, Report, Out
         extra,
     ]
     .concat();
-    let (report, out) = record(dir, &["--path", lock.to_str().unwrap()], &command);
+    let filter = [record_flags, &["--path", lock.to_str().unwrap()]].concat();
+    let (report, out) = record(dir, &filter, &command);
     (lock, truth, report, out)
 }
 
@@ -181,7 +186,7 @@ fn waits_and_holds_match_the_workloads_own_clock() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (lock, truth_file, report, out) = traced_scenario(dir.path(), &[]);
+    let (lock, truth_file, report, out) = traced_scenario(dir.path(), &[], &[]);
     assert!(out.status.success(), "record failed: {:?}", out.status);
     let truth: Vec<Truth> = serde_json::from_slice(&std::fs::read(&truth_file).unwrap()).unwrap();
     let l = only_lock(&report, &lock);
@@ -450,7 +455,7 @@ fn a_recorded_workload_is_gated_end_to_end() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, _, out) = traced_scenario(dir.path(), &["--holds", "2ms,60ms"]);
+    let (_, _, _, out) = traced_scenario(dir.path(), &[], &["--holds", "2ms,60ms"]);
     assert!(out.status.success());
     let report = dir.path().join("report.json");
     let gate = |budget: &str, format: &str| {

@@ -275,9 +275,7 @@ fn spans(buckets: &BTreeMap<i32, u64>) -> (Vec<BucketSpan>, Vec<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporter::text::tests::report;
-    use crate::exporter::{Series, Snapshot, TracerStats, families};
-    use std::time::{Duration, Instant};
+    use crate::exporter::text::tests::{families_of, report};
 
     /// The native buckets of a decoded histogram as (index, count).
     fn expand(h: &Histogram) -> Vec<(i32, u64)> {
@@ -330,15 +328,7 @@ mod tests {
             59_000_000_000,
         ];
         let report = report("/s/layers.lock", &holds);
-        let now = Instant::now();
-        let mut series = Series::new(Duration::from_secs(60), 10);
-        series.update(&report, now);
-        let snap = Snapshot {
-            report,
-            tracer: TracerStats::default(),
-            at: now,
-        };
-        let families = decode(&render(&families(&snap, &series, &mut 0)));
+        let families = decode(&render(&families_of(report)));
         let hold = families
             .iter()
             .find(|f| f.name.as_deref() == Some("locktrace_lock_hold_seconds"))

@@ -125,7 +125,8 @@ pub(crate) mod tests {
         rec.snapshot(meta)
     }
 
-    pub(crate) fn exposition(report: Report) -> String {
+    /// The metric families of `report` as one fresh scrape sees them.
+    pub(crate) fn families_of(report: Report) -> Vec<crate::exporter::Family> {
         let now = Instant::now();
         let mut series = Series::new(Duration::from_secs(60), 10);
         series.update(&report, now);
@@ -134,7 +135,11 @@ pub(crate) mod tests {
             tracer: TracerStats::default(),
             at: now,
         };
-        render(&families(&snap, &series, &mut 0))
+        families(&snap, &series, &mut 0)
+    }
+
+    pub(crate) fn exposition(report: Report) -> String {
+        render(&families_of(report))
     }
 
     fn value(text: &str, series: &str) -> String {

@@ -5,8 +5,8 @@
 use locktrace_report::{Collection, Metric, Mode};
 
 use super::{
-    SERIAL, Truth, assert_matches_within, assert_no_drops, kernel_available, lockload, only_lock,
-    record, samples, tolerance,
+    SERIAL, Truth, assert_matches_within, assert_no_drops, kernel_available, only_lock, samples,
+    tolerance, traced_scenario,
 };
 
 #[test]
@@ -16,22 +16,7 @@ fn summary_mode_matches_the_workloads_own_clock() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let lock = dir.path().join("layers.lock");
-    std::fs::write(&lock, b"").unwrap();
-    let truth_file = dir.path().join("truth.json");
-    let ll = lockload();
-    let (report, out) = record(
-        dir.path(),
-        &["--summary", "--path", lock.to_str().unwrap()],
-        &[
-            ll.to_str().unwrap(),
-            "scenario",
-            "--path",
-            lock.to_str().unwrap(),
-            "--truth",
-            truth_file.to_str().unwrap(),
-        ],
-    );
+    let (lock, truth_file, report, out) = traced_scenario(dir.path(), &["--summary"], &[]);
     assert!(out.status.success(), "record failed: {:?}", out.status);
     assert_eq!(report.meta.collection, Some(Collection::Summary));
     let truth: Vec<Truth> = serde_json::from_slice(&std::fs::read(&truth_file).unwrap()).unwrap();
