@@ -1,9 +1,14 @@
 //! Attach modes and the fallback between them, in one place.
 //!
-//! fentry/fexit on `fcntl_setlk` is preferred (what the original bpftrace script used; one hook for
-//! every lock call, no fd-table walk). Where the kernel refuses BPF trampolines (ftrace restricted,
-//! as on this project's CI machines) the syscall tracepoints do the same job. Releases always come
-//! from the `filelock:posix_lock_inode` tracepoint.
+//! Event mode: fentry/fexit on `fcntl_setlk` is preferred for lock calls (what the original bpftrace
+//! script used; one hook for every lock call, no fd-table walk). Where the kernel refuses BPF
+//! trampolines (ftrace restricted, as on this project's CI machines) the syscall tracepoints do the
+//! same job. Releases come from the `filelock:posix_lock_inode` tracepoint: its BTF form (typed
+//! arguments, no record to build), else its classic one.
+//!
+//! Summary mode hooks only the kernel's lock code, through the BTF tracepoints
+//! `filelock:posix_lock_inode` and `filelock:fcntl_setlk`: no syscall hook, which would put every
+//! syscall of the machine on the slow path while attached.
 
 use std::{fmt, io};
 
@@ -19,6 +24,8 @@ use crate::{Error, kernel};
 pub enum AttachMode {
     Fentry,
     Tracepoint,
+    /// Summary mode's BTF tracepoints on the kernel's lock code; not a choice of `--attach`.
+    TpBtf,
 }
 
 impl fmt::Display for AttachMode {
@@ -26,6 +33,7 @@ impl fmt::Display for AttachMode {
         f.write_str(match self {
             AttachMode::Fentry => "fentry",
             AttachMode::Tracepoint => "tracepoint",
+            AttachMode::TpBtf => "tp_btf",
         })
     }
 }
@@ -37,6 +45,7 @@ pub enum AttachRequest {
     #[default]
     Auto,
     Fentry,
+    /// Classic tracepoints for every hook (releases too).
     Tracepoint,
 }
 
@@ -201,10 +210,29 @@ impl fmt::Display for Skipped {
 
 /// Attaches the lock-call hooks in the first mode that really works, plus the release (and, when
 /// following a process tree, fork and exit) hooks. Returns the mode used and the modes skipped.
+/// In summary mode (`summary`) the kernel's lock code is hooked instead and `request` is moot.
 pub fn attach(
     ebpf: &mut Ebpf,
     request: AttachRequest,
     follow_forks: bool,
+    summary: bool,
+) -> Result<(AttachMode, Vec<Skipped>), Error> {
+    let (mode, skipped) = if summary {
+        let mode = AttachMode::TpBtf;
+        attach_lock_code(ebpf).map_err(|error| Error::Attach { mode, error })?;
+        (mode, Vec::new())
+    } else {
+        attach_event_hooks(ebpf, request)?
+    };
+    if follow_forks {
+        attach_pid_hooks(ebpf).map_err(|error| Error::Attach { mode, error })?;
+    }
+    Ok((mode, skipped))
+}
+
+fn attach_event_hooks(
+    ebpf: &mut Ebpf,
+    request: AttachRequest,
 ) -> Result<(AttachMode, Vec<Skipped>), Error> {
     let order: &[AttachMode] = match request {
         AttachRequest::Auto => &[AttachMode::Fentry, AttachMode::Tracepoint],
@@ -229,12 +257,27 @@ pub fn attach(
     let Some(mode) = chosen else {
         return Err(Error::NoAttachMode(skipped));
     };
-    attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode")
-        .map_err(|error| Error::Attach { mode, error })?;
-    if follow_forks {
-        attach_pid_hooks(ebpf).map_err(|error| Error::Attach { mode, error })?;
+    // `--attach tracepoint` keeps to classic tracepoints throughout.
+    let btf = match request {
+        AttachRequest::Tracepoint => None,
+        _ => Some(attach_btf_tracepoint(ebpf, RELEASES, "posix_lock_inode")),
+    };
+    let released = match btf {
+        Some(Err(error)) if error.is_kernel_side() => None,
+        other => other,
     }
+    .unwrap_or_else(|| attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode"));
+    released.map_err(|error| Error::Attach { mode, error })?;
     Ok((mode, skipped))
+}
+
+/// The BTF hook on `filelock:posix_lock_inode`: releases, and in summary mode every attempt.
+const RELEASES: &str = "filelock_posix_lock_inode";
+
+/// Summary mode's hooks on the kernel's lock code (also `doctor`'s trial of them).
+pub fn attach_lock_code(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    attach_btf_tracepoint(ebpf, RELEASES, "posix_lock_inode")?;
+    attach_btf_tracepoint(ebpf, "filelock_fcntl_setlk", "fcntl_setlk")
 }
 
 /// The hooks that keep the pid filter in step with the process tree (`--pid`, `-- COMMAND`).
@@ -280,18 +323,21 @@ pub fn attach_lock_calls(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), Attach
             attach_tracepoint(ebpf, "sys_enter_fcntl", "syscalls", "sys_enter_fcntl")?;
             attach_tracepoint(ebpf, "sys_exit_fcntl", "syscalls", "sys_exit_fcntl")
         }
+        AttachMode::TpBtf => attach_lock_code(ebpf),
     }
 }
 
-/// Whether BTF raw tracepoints load and attach here (reported by `doctor`).
-pub fn probe_tp_btf(ebpf: &mut Ebpf) -> Result<(), AttachError> {
-    const PROBE: &str = "probe_tp_btf";
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), AttachError> {
     let btf = Btf::from_sys_fs().map_err(AttachError::NoBtf)?;
-    let prog: &mut BtfTracePoint = program(ebpf, PROBE)?;
-    prog.load("sched_process_fork", &btf)
-        .map_err(|e| AttachError::from_program(Step::Load, PROBE, e))?;
-    prog.attach()
-        .map_err(|e| AttachError::from_program(Step::Attach, PROBE, e))?;
+    let tp: &mut BtfTracePoint = program(ebpf, prog)?;
+    tp.load(tracepoint, &btf)
+        .map_err(|e| AttachError::from_program(Step::Load, prog, e))?;
+    tp.attach()
+        .map_err(|e| AttachError::from_program(Step::Attach, prog, e))?;
     Ok(())
 }
 

@@ -102,6 +102,7 @@ pub fn diagnose() -> Diagnosis {
         ("syscalls", "sys_enter_fcntl"),
         ("syscalls", "sys_exit_fcntl"),
         ("filelock", "posix_lock_inode"),
+        ("filelock", "fcntl_setlk"),
         ("sched", "sched_process_fork"),
         ("sched", "sched_process_exit"),
         ("sched", "sched_process_exec"),
@@ -145,8 +146,8 @@ pub fn diagnose() -> Diagnosis {
         };
         checks.push(trial(
             "tp_btf",
-            attach::probe_tp_btf(&mut ebpf),
-            "BTF raw tracepoint loaded and attached (not needed by record)",
+            attach::attach_lock_code(&mut ebpf),
+            "BTF tracepoints on the kernel's lock code loaded and attached (releases, --summary)",
         ));
         for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
             let result = attach::attach_lock_calls(&mut ebpf, candidate);
@@ -155,7 +156,7 @@ pub fn diagnose() -> Diagnosis {
             }
             let name = match candidate {
                 AttachMode::Fentry => "fentry",
-                AttachMode::Tracepoint => "tracepoints",
+                AttachMode::Tracepoint | AttachMode::TpBtf => "tracepoints",
             };
             checks.push(trial(name, result, "loaded and attached (trial)"));
         }

@@ -176,6 +176,11 @@ pub fn offsets() -> Result<Offsets, KernelError> {
     let btf = Btf::from_file(BTF_PATH).map_err(KernelError::Btf)?;
     let m = |root: &str, path: &[&str]| member_offset(&btf, root, path);
     let release = "posix_lock_inode";
+    // 6.9 moved the members every lock kind shares into `struct file_lock_core c`.
+    let flock = |core: &[&str], old: &[&str]| {
+        member_offset(&btf, "file_lock", &[&["c"], core].concat())
+            .or_else(|_| member_offset(&btf, "file_lock", old))
+    };
     Ok(Offsets {
         task_files: m("task_struct", &["files"])?,
         task_flags: m("task_struct", &["flags"])?,
@@ -194,6 +199,10 @@ pub fn offsets() -> Result<Offsets, KernelError> {
         pl_owner: tracepoint_field("filelock", release, &["owner", "fl_owner"])?,
         pl_type: tracepoint_field("filelock", release, &["type", "fl_type"])?,
         pl_ret: tracepoint_field("filelock", release, &["ret"])?,
+        flock_file: flock(&["flc_file"], &["fl_file"])?,
+        flock_owner: flock(&["flc_owner"], &["fl_owner"])?,
+        flock_flags: flock(&["flc_flags"], &["fl_flags"])?,
+        flock_type: flock(&["flc_type"], &["fl_type"])?,
         fork_child_pid: tracepoint_field("sched", "sched_process_fork", &["child_pid"])?,
         task_signal: m("task_struct", &["signal"])?,
         signal_live: m("signal_struct", &["live"])?,

@@ -49,7 +49,8 @@ struct RecordArgs {
     /// Only tasks in this cgroup v2 directory.
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
-    /// Hook to use; auto tries fentry, then tracepoints.
+    /// Lock-call hooks of event mode; auto tries fentry, then tracepoints (--summary hooks the
+    /// kernel's lock code instead).
     #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
     attach: AttachRequest,
     /// Stop after this long (e.g. 10s, 2m).

@@ -175,7 +175,12 @@ impl Tracer {
                 })?;
             }
         }
-        let (mode, skipped) = attach::attach(&mut ebpf, request, !compiled.pids.is_empty())?;
+        let (mode, skipped) = attach::attach(
+            &mut ebpf,
+            request,
+            !compiled.pids.is_empty(),
+            capture.summary,
+        )?;
         // Kernel debug messages are optional: a kernel build without them still traces.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let events = RingBuf::try_from(

@@ -20,7 +20,7 @@ use std::{
 
 mod common;
 
-use locktrace_report::{Report, Summary};
+use locktrace_report::{Collection, Report, Summary};
 
 /// One bpftrace at a time: each costs a few seconds of CPU to start, and timings want quiet CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -284,11 +284,15 @@ fn assert_metric(
     );
 }
 
-/// `locktrace record --path P… -- COMMAND`, in the directory's report.json.
-fn record(dir: &Path, paths: &[&Path], command: &[&str]) -> Report {
+/// `locktrace record FLAGS --path P… -- COMMAND`, in the directory's report.json.
+fn record(dir: &Path, flags: &[&str], paths: &[&Path], command: &[&str]) -> Report {
     let report = dir.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_locktrace"));
-    cmd.arg("record").arg("--quiet").arg("-o").arg(&report);
+    cmd.arg("record")
+        .arg("--quiet")
+        .arg("-o")
+        .arg(&report)
+        .args(flags);
     for p in paths {
         cmd.arg("--path").arg(p);
     }
@@ -307,6 +311,13 @@ fn record(dir: &Path, paths: &[&Path], command: &[&str]) -> Report {
         "locktrace drops: {:?}",
         report.meta.drops
     );
+    let summarized = report.meta.collection == Some(Collection::Summary);
+    assert_eq!(
+        summarized,
+        flags.contains(&"--summary"),
+        "{:?}",
+        report.meta
+    );
     report
 }
 
@@ -318,6 +329,17 @@ fn lock_file(dir: &Path, what: &str) -> PathBuf {
 
 #[test]
 fn contended_waits_and_holds_agree_with_locktrace() {
+    contended_waits_and_holds_agree(&[]);
+}
+
+/// Summary mode times a wait from the request's first deferral, not from the syscall's entry: the
+/// same counts, and maxima within the same bound.
+#[test]
+fn contended_waits_and_holds_agree_with_locktrace_in_summary_mode() {
+    contended_waits_and_holds_agree(&["--summary"]);
+}
+
+fn contended_waits_and_holds_agree(flags: &[&str]) {
     if !bpftrace_available() {
         return;
     }
@@ -329,6 +351,7 @@ fn contended_waits_and_holds_agree_with_locktrace() {
     let stats = Lockstats::start(dir.path(), &[name]);
     let report = record(
         dir.path(),
+        flags,
         &[&lock],
         &[
             lockload(),
@@ -359,6 +382,15 @@ fn contended_waits_and_holds_agree_with_locktrace() {
 
 #[test]
 fn every_release_path_agrees_with_locktrace() {
+    every_release_path_agrees(&[]);
+}
+
+#[test]
+fn every_release_path_agrees_with_locktrace_in_summary_mode() {
+    every_release_path_agrees(&["--summary"]);
+}
+
+fn every_release_path_agrees(flags: &[&str]) {
     if !bpftrace_available() {
         return;
     }
@@ -395,7 +427,7 @@ fn every_release_path_agrees_with_locktrace() {
         .join(" && ");
     let stats = Lockstats::start(dir.path(), &names);
     let paths: Vec<&Path> = locks.iter().map(PathBuf::as_path).collect();
-    let report = record(dir.path(), &paths, &["sh", "-c", &script]);
+    let report = record(dir.path(), flags, &paths, &["sh", "-c", &script]);
     let out = stats.stop();
     let f = figures(&out);
     for ((what, _), lock) in cases.iter().zip(&locks) {

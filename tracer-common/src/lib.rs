@@ -23,6 +23,12 @@ pub const F_RDLCK: u32 = 0;
 pub const F_WRLCK: u32 = 1;
 pub const F_UNLCK: u32 = 2;
 
+/// `struct file_lock` flag of a request that may wait (`F_SETLKW`, `F_OFD_SETLKW`).
+pub const FL_SLEEP: u32 = 128;
+/// What `posix_lock_inode` returns when a request that may wait has to: it is queued behind the
+/// holder and tried again when woken.
+pub const FILE_LOCK_DEFERRED: i32 = 1;
+
 /// What an [`Event`] reports.
 pub mod kind {
     /// A lock request returned (`F_SETLK[W]`, `F_OFD_SETLK[W]`, including `F_UNLCK` requests).
@@ -165,6 +171,12 @@ pub struct Offsets {
     pub pl_owner: u64,
     pub pl_type: u64,
     pub pl_ret: u64,
+    /// `struct file_lock` members (inside `struct file_lock_core` since 6.9): the file, the owner,
+    /// the `FL_*` flags and the lock type.
+    pub flock_file: u64,
+    pub flock_owner: u64,
+    pub flock_flags: u64,
+    pub flock_type: u64,
     /// `sched:sched_process_fork` `child_pid`.
     pub fork_child_pid: u64,
     /// `task_struct.signal`.
@@ -343,7 +355,7 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 10 + COMM_LEN + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 16 + 21 * 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16 + 25 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());
 const _: () = assert!(
     core::mem::size_of::<PathRecord>() == 8 * 2 + 4 * 4 + COMPONENT_LEN * PATH_DEPTH + NAME_LEN

@@ -32,8 +32,8 @@ pub(super) fn process_wanted(cfg: &Config, tgid: u32) -> bool {
     true
 }
 
-/// `current->files->fdt->fd[fd]`, bounds-checked against `max_fds`.
-pub(super) fn file_from_fd(cfg: &Config, fd: u32) -> Option<u64> {
+/// `current->files` and `current->files->fdt->fd[fd]`, bounds-checked against `max_fds`.
+pub(super) fn file_from_fd(cfg: &Config, fd: u32) -> Option<(u64, u64)> {
     let o = &cfg.offsets;
     let files: u64 = read_at(current_task(), o.task_files)?;
     let fdt: u64 = read_at(files, o.files_fdt)?;
@@ -43,7 +43,7 @@ pub(super) fn file_from_fd(cfg: &Config, fd: u32) -> Option<u64> {
     }
     let fds: u64 = read_at(fdt, o.fdtable_fd)?;
     let file: u64 = read_at(fds, (fd as u64) * 8)?;
-    if file == 0 { None } else { Some(file) }
+    if file == 0 { None } else { Some((files, file)) }
 }
 
 pub(super) fn current_files(cfg: &Config) -> Option<u64> {
@@ -58,18 +58,44 @@ pub(super) fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> Outcome 
     ev.dev = read_at::<u64>(inode, o.inode_sb)
         .and_then(|sb| read_at::<u32>(sb, o.sb_dev))
         .unwrap_or(0) as u64;
+    set_name(name_of(cfg, file), ev);
+    file_wanted(cfg, ev)
+}
+
+/// The address of the basename of `file`, read through `file->f_path.dentry->d_name.name`.
+pub(super) fn name_of(cfg: &Config, file: u64) -> Option<u64> {
+    let o = &cfg.offsets;
+    read_at::<u64>(file, o.file_dentry).and_then(|dentry| read_at::<u64>(dentry, o.dentry_name))
+}
+
+/// Copies the basename at `name` into `ev.name`; a name that cannot be read is flagged.
+pub(super) fn set_name(name: Option<u64>, ev: &mut Event) {
     ev.name = [0; NAME_LEN];
-    let named = read_at::<u64>(file, o.file_dentry)
-        .and_then(|dentry| read_at::<u64>(dentry, o.dentry_name))
+    if name
         .and_then(|p| read_kernel_str(p, &mut ev.name))
-        .is_some();
-    if !named {
+        .is_some()
+    {
+        ev.flags &= !event_flag::NAME_MISSING;
+    } else {
         ev.flags |= event_flag::NAME_MISSING;
     }
+}
+
+/// Whether the file filters need the basename to decide.
+pub(super) fn filter_by_name(cfg: &Config) -> bool {
+    cfg.flags & filter::ALL_LOCKS == 0 && cfg.flags & filter::BY_NAME != 0
+}
+
+/// Applies the file filters to the file `ev` describes (its name is only looked at when
+/// [`filter_by_name`]).
+pub(super) fn file_wanted(cfg: &Config, ev: &Event) -> Outcome {
     if cfg.flags & filter::ALL_LOCKS != 0 {
         return Ok(());
     }
-    if cfg.flags & filter::BY_NAME != 0 && named && NAMES.get_ptr(&ev.name).is_some() {
+    if filter_by_name(cfg)
+        && ev.flags & event_flag::NAME_MISSING == 0
+        && NAMES.get_ptr(&ev.name).is_some()
+    {
         return Ok(());
     }
     let key = InodeKey {
@@ -79,8 +105,9 @@ pub(super) fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> Outcome 
     require(cfg.flags & filter::BY_INODE != 0 && INODES.get_ptr(&key).is_some())
 }
 
-/// Sends the path of a traced inode the first time it is seen.
-pub(super) fn send_path_once(cfg: &Config, file: u64, ev: &Event) -> Outcome {
+/// Sends the path of a traced inode the first time it is seen; `named` says whether `ev.name`
+/// holds the basename already (else it is read here, once per inode).
+pub(super) fn send_path_once(cfg: &Config, file: u64, ev: &mut Event, named: bool) -> Outcome {
     let (dev, ino) = (ev.dev, ev.ino);
     let key = InodeKey { dev, ino };
     // A lookup first: an LRU insert takes a free node (and its lock) before it finds the key
@@ -89,6 +116,9 @@ pub(super) fn send_path_once(cfg: &Config, file: u64, ev: &Event) -> Outcome {
     // One insert both checks and claims: two CPUs cannot both send the path.
     SEEN.insert(&key, &1, BPF_NOEXIST)
         .map_err(|_| Miss::Ignored)?;
+    if !named {
+        set_name(name_of(cfg, file), ev);
+    }
     let rec = PATH_SCRATCH.get_ptr_mut(0).ok_or(Miss::Ignored)?;
     // SAFETY: the lookup succeeded, so this is this CPU's scratch slot; programs do not nest on a
     // CPU, so this is the only reference to it while the program runs.

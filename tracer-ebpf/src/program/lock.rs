@@ -14,7 +14,7 @@ use super::{
         send_path_once,
     },
     maps::{EVENTS, HELD, PENDING, SCRATCH, STACKS},
-    require, submit_flags, summary,
+    require, submit_flags,
 };
 use crate::kernel::{now_ns, read_kernel, read_user, syscall_slot};
 
@@ -42,6 +42,7 @@ fn lock_enter<C: StackIdContext>(
     fd: i32,
     cmd: u32,
     file: u64,
+    files: Option<u64>,
     l_type: u32,
 ) -> Outcome {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -64,11 +65,11 @@ fn lock_enter<C: StackIdContext>(
     let owner = if is_ofd(cmd) {
         Some(file)
     } else {
-        current_files(cfg)
+        files.or_else(|| current_files(cfg))
     };
     let owner = owner.ok_or(Miss::ReadFailed)?;
     // A path that cannot be sent costs the path, not the lock event.
-    if let Err(miss) = send_path_once(cfg, file, ev) {
+    if let Err(miss) = send_path_once(cfg, file, ev, true) {
         miss.counted();
     }
     ev.owner = owner;
@@ -106,24 +107,14 @@ fn lock_exit(ret: i32) -> Outcome {
     sent
 }
 
-/// Marks a successful lock as held and sends the finished event (or, in summary mode, adds it).
+/// Marks a successful lock as held and sends the finished event.
 fn complete(pending: &Event, now: u64, ret: i32) -> Outcome {
-    let summarized = config().options & option::SUMMARY != 0;
     if ret == 0 {
         let key = HeldKey {
             dev: pending.dev,
             ino: pending.ino,
             owner: pending.owner,
         };
-        // A lock taken again by its owner converts the hold: the old one ends here.
-        if summarized && let Some(old) = HELD.get_ptr(&key) {
-            // SAFETY: the lookup succeeded and HELD entries are only written by the owner's
-            // own lock calls and releases, which this thread is busy making.
-            let old = unsafe { *old };
-            if let Err(miss) = summary::hold(key.dev, key.ino, &old, pending.pid, now) {
-                miss.counted();
-            }
-        }
         let info = HeldInfo {
             since_ns: now,
             lock_type: pending.lock_type,
@@ -133,9 +124,6 @@ fn complete(pending: &Event, now: u64, ret: i32) -> Outcome {
         if HELD.insert(&key, &info, 0).is_err() {
             bump(counter::MAP_FULL);
         }
-    }
-    if summarized {
-        return summary::lock_call(pending, now, ret);
     }
     let mut slot = EVENTS.reserve::<Event>(0).ok_or(Miss::RingbufFull)?;
     let mut ev = *pending;
@@ -169,12 +157,12 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     let arg = syscall_slot::<2>(ctx);
     // struct flock starts with `short l_type` on every Linux ABI.
     let l_type = read_user::<i16>(arg).ok_or(Miss::Ignored)? as u32;
-    let file = if l_type == F_UNLCK {
-        0
+    let (files, file) = if l_type == F_UNLCK {
+        (0, 0)
     } else {
         file_from_fd(cfg, fd).ok_or(Miss::Ignored)?
     };
-    lock_enter(ctx, cfg, fd as i32, cmd, file, l_type)
+    lock_enter(ctx, cfg, fd as i32, cmd, file, Some(files), l_type)
 }
 
 #[tracepoint]
@@ -200,7 +188,7 @@ fn try_fcntl_setlk_entry(ctx: &FEntryContext) -> Outcome {
     let cmd: u32 = ctx.arg(2);
     let flock: u64 = ctx.arg(3);
     let l_type = read_kernel::<i16>(flock).ok_or(Miss::Ignored)?;
-    lock_enter(ctx, config(), fd as i32, cmd, file, l_type as u32)
+    lock_enter(ctx, config(), fd as i32, cmd, file, None, l_type as u32)
 }
 
 #[fexit(function = "fcntl_setlk")]

@@ -16,6 +16,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static PENDING: HashMap<u64, Event> = HashMap::with_max_entries(16384, 0);
 
+/// Summary mode: when each thread's current lock request was first deferred (its wait began), by
+/// `pid_tgid`; only requests that had to wait have an entry.
+#[map]
+pub static WAITING: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
 /// Locks currently held by a traced owner; releases of anything else are ignored.
 #[map]
 pub static HELD: HashMap<HeldKey, HeldInfo> = HashMap::with_max_entries(65536, 0);

@@ -1,9 +1,7 @@
 //! The pid filter's upkeep: children join, exited threads and processes leave.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{btf_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, TracePointContext},
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use tracer_common::filter;
@@ -77,11 +75,4 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Outcome {
         let _ = PIDS.remove(&old);
     }
     Ok(())
-}
-
-/// Loaded only by `locktrace doctor` to report whether BTF raw tracepoints work here; tracing uses
-/// the classic tracepoints, whose field layout the kernel publishes in tracefs.
-#[btf_tracepoint(function = "sched_process_fork")]
-pub fn probe_tp_btf(_ctx: BtfTracePointContext) -> u32 {
-    DONE
 }

@@ -5,17 +5,19 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Event, F_UNLCK, HeldKey, NAME_LEN, NO_STACK, event_flag, kind, option};
+use tracer_common::{Config, Event, F_UNLCK, HeldKey, NAME_LEN, NO_STACK, event_flag, kind};
 
 use super::{
     DONE, Miss, Outcome, config,
     maps::{EVENTS, HELD, PENDING},
-    require, submit_flags, summary,
+    require, submit_flags,
 };
 use crate::kernel::{current_task, now_ns, read_at, tp_field};
 
 const PF_EXITING: u32 = 0x4;
 
+/// Event mode's release hook where BTF tracepoints are refused: the same tracepoint's classic
+/// form, whose record fields are read through helper calls.
 #[tracepoint]
 pub fn posix_lock_inode(ctx: TracePointContext) -> u32 {
     match try_posix_lock_inode(&ctx) {
@@ -33,22 +35,23 @@ fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
     let l_type = tp_field::<u8>(ctx, o.pl_type).unwrap_or(0) as u32;
     let ret = tp_field::<i32>(ctx, o.pl_ret).unwrap_or(-1);
     require(l_type == F_UNLCK && ret == 0)?;
-    let key = HeldKey {
-        dev: tp_field::<u32>(ctx, o.pl_dev).unwrap_or(0) as u64,
-        ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
-        owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
-    };
+    released(
+        cfg,
+        &HeldKey {
+            dev: tp_field::<u32>(ctx, o.pl_dev).unwrap_or(0) as u64,
+            ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
+            owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
+        },
+    )
+}
+
+/// Event mode: the lock `key` was released by the current task; sends the release if the lock
+/// was seen being taken.
+pub(super) fn released(cfg: &Config, key: &HeldKey) -> Outcome {
+    HELD.remove(key).map_err(|_| Miss::Ignored)?;
     let pid_tgid = bpf_get_current_pid_tgid();
-    // Only locks seen being taken are released.
-    if cfg.options & option::SUMMARY != 0 {
-        let info = HELD.get_ptr(&key).ok_or(Miss::Ignored)?;
-        // SAFETY: the lookup succeeded; the entry's owner is releasing it in this very call.
-        let info = unsafe { *info };
-        let _ = HELD.remove(&key);
-        return summary::hold(key.dev, key.ino, &info, (pid_tgid >> 32) as u32, now_ns());
-    }
-    HELD.remove(&key).map_err(|_| Miss::Ignored)?;
-    let exiting = read_at::<u32>(current_task(), o.task_flags).is_some_and(|f| f & PF_EXITING != 0);
+    let exiting =
+        read_at::<u32>(current_task(), cfg.offsets.task_flags).is_some_and(|f| f & PF_EXITING != 0);
     // An explicit unlock arrives inside our own pending fcntl call; anything else is a close.
     let release = if exiting {
         kind::RELEASE_EXIT

@@ -1,6 +1,7 @@
 //! Summary mode (`record --summary`): each wait and hold is added to per-CPU maps (totals, a
 //! log-linear histogram with per-bucket sums, per-process shares) instead of being sent as an
-//! event. Only a new file's path crosses the ring buffer.
+//! event. Only a new file's path crosses the ring buffer. What a lock attempt means is decided in
+//! `filelock`, which calls in here.
 //!
 //! Updates are plain read-modify-writes of this CPU's slot, as the drop counters are: programs run
 //! with migration disabled and do not nest on one CPU (the BPF target has no 64-bit atomic add to
@@ -8,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_get_current_comm, maps::PerCpuHashMap};
 use tracer_common::{
-    COMM_LEN, Event, F_OFD_SETLKW, F_SETLKW, HeldInfo,
+    COMM_LEN, HeldInfo,
     summary::{
         ActorTotals, BucketTotals, HOLD, LockKey, LockTotals, MetricKey, Totals, WAIT, bucket_of,
     },
@@ -23,6 +24,9 @@ const EAGAIN: i32 = 11;
 const EACCES: i32 = 13;
 const EINTR: i32 = 4;
 const EDEADLK: i32 = 35;
+const ERESTARTSYS: i32 = 512;
+const ERESTARTNOINTR: i32 = 513;
+const ERESTARTNOHAND: i32 = 514;
 
 const NO_TOTALS: Totals = Totals {
     count: 0,
@@ -44,23 +48,25 @@ static EMPTY_BUCKET: BucketTotals = BucketTotals {
     total_ns: 0,
 };
 
-/// A lock call returned `ret` at `now`: its outcome, and its wait if it could block.
-pub(super) fn lock_call(ev: &Event, now: u64, ret: i32) -> Outcome {
-    let key = LockKey {
-        dev: ev.dev,
-        ino: ev.ino,
-        lock_type: ev.lock_type,
-        _reserved: 0,
-    };
-    let totals = slot(&SUMMARY_LOCKS, &key, &EMPTY_LOCK)?;
-    let blocking = matches!(ev.cmd, F_SETLKW | F_OFD_SETLKW);
+/// A lock request on `key` by process `tgid` ended with `ret`; a request that may wait (`blocking`)
+/// waited `waited` ns. (Not an `Option`: LLVM leaves a `None`'s payload register unset, and the
+/// verifier refuses the callee's copy of it.)
+pub(super) fn lock_result(
+    key: &LockKey,
+    blocking: bool,
+    waited: u64,
+    ret: i32,
+    tgid: u32,
+) -> Outcome {
+    let totals = slot(&SUMMARY_LOCKS, key, &EMPTY_LOCK)?;
     // SAFETY: `slot` returned this CPU's value of a live entry; entries are never deleted while
     // tracing, and programs on one CPU do not interleave.
     unsafe {
         let tries = match -ret {
             0 => &raw mut (*totals).acquired,
             EAGAIN | EACCES if !blocking => &raw mut (*totals).refused,
-            EINTR => &raw mut (*totals).interrupted,
+            // The kernel's restart codes are what a signal leaves before the syscall returns.
+            EINTR | ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => &raw mut (*totals).interrupted,
             errno => {
                 if errno == EDEADLK {
                     add(&raw mut (*totals).edeadlk, 1);
@@ -70,9 +76,8 @@ pub(super) fn lock_call(ev: &Event, now: u64, ret: i32) -> Outcome {
         };
         add(tries, 1);
         if blocking {
-            let wait = now.saturating_sub(ev.start_ns);
-            sample(&raw mut (*totals).wait, wait);
-            return shares(&key, WAIT, ev.pid, wait, Some(&ev.comm));
+            sample(&raw mut (*totals).wait, waited);
+            return shares(key, WAIT, tgid, waited);
         }
     }
     Ok(())
@@ -90,18 +95,12 @@ pub(super) fn hold(dev: u64, ino: u64, info: &HeldInfo, tgid: u32, now: u64) -> 
     let held = now.saturating_sub(info.since_ns);
     // SAFETY: as in `lock_call`.
     unsafe { sample(&raw mut (*totals).hold, held) };
-    shares(&key, HOLD, tgid, held, None)
+    shares(&key, HOLD, tgid, held)
 }
 
-/// The bucket and the process share of one sample. `comm` is the process's name when it is at
-/// hand; otherwise the current task's is read (a release runs in the holder's process).
-fn shares(
-    key: &LockKey,
-    metric: u32,
-    tgid: u32,
-    ns: u64,
-    comm: Option<&[u8; COMM_LEN]>,
-) -> Outcome {
+/// The bucket and the process share of one sample. A sample is taken in its own process (the
+/// waiter's call, the holder's release), so a new share is named after the current task.
+fn shares(key: &LockKey, metric: u32, tgid: u32, ns: u64) -> Outcome {
     let bucket = MetricKey {
         lock: *key,
         metric,
@@ -124,10 +123,7 @@ fn shares(
             let first = ActorTotals {
                 count: 0,
                 total_ns: 0,
-                comm: match comm {
-                    Some(c) => *c,
-                    None => bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-                },
+                comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
             };
             // Another program on this CPU may have inserted it meanwhile: then it is there.
             let _ = SUMMARY_ACTORS.insert(&actor, &first, BPF_NOEXIST);

@@ -1,0 +1,194 @@
+//! The kernel's own lock code, through its BTF tracepoints: `filelock:posix_lock_inode` ends every
+//! attempt to take, convert or release a POSIX or OFD lock, and `filelock:fcntl_setlk` ends every
+//! fcntl lock call. Their arguments are typed pointers, so fields are plain loads, not helper calls.
+//!
+//! Event mode takes its releases from here. Summary mode needs nothing else, and no syscall hook
+//! (while one is attached, every syscall of the machine takes the slow path): a request is
+//! granted, deferred (it waits) or refused in `posix_lock_inode`; a wait runs from the first
+//! deferral to the grant, or to the end of the call in `fcntl_setlk` when a signal cuts it short.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use tracer_common::{
+    Config, F_UNLCK, FILE_LOCK_DEFERRED, FL_SLEEP, HeldInfo, HeldKey, counter, option,
+    summary::LockKey,
+};
+
+use super::{
+    DONE, Miss, Outcome, bump, config,
+    file::{file_wanted, filter_by_name, process_wanted, send_path_once, set_name},
+    maps::{HELD, SCRATCH, WAITING},
+    release, require, summary,
+};
+use crate::kernel::{load, now_ns};
+
+/// `posix_lock_inode(struct inode *inode, struct file_lock *request, int ret)`.
+#[btf_tracepoint(function = "posix_lock_inode")]
+pub fn filelock_posix_lock_inode(ctx: BtfTracePointContext) -> u32 {
+    match try_posix_lock_inode(&ctx) {
+        Ok(()) => DONE,
+        Err(miss) => miss.counted(),
+    }
+}
+
+fn try_posix_lock_inode(ctx: &BtfTracePointContext) -> Outcome {
+    let cfg = config();
+    let (inode, request) = typed_args(ctx)?;
+    let ret = ctx.arg::<u64>(2) as i32;
+    let lock_type = u32::from(load::<u8>(request, cfg.offsets.flock_type));
+    let summarized = cfg.options & option::SUMMARY != 0;
+    if lock_type == F_UNLCK {
+        require(ret == 0)?;
+        let key = held_key(cfg, inode, request);
+        return if summarized {
+            // Only locks seen being taken are released.
+            let info = HELD.get_ptr(&key).ok_or(Miss::Ignored)?;
+            // SAFETY: the lookup succeeded; the entry's owner is releasing it in this very call.
+            let info = unsafe { *info };
+            let _ = HELD.remove(&key);
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            summary::hold(key.dev, key.ino, &info, tgid, now_ns())
+        } else {
+            release::released(cfg, &key)
+        };
+    }
+    require(summarized)?;
+    attempt(cfg, inode, request, lock_type, ret)
+}
+
+/// `fcntl_setlk(..., struct file_lock *request, ...)` returned `ret` for `inode`. Attached in summary
+/// mode only, for the waits that end without a verdict from `posix_lock_inode`.
+#[btf_tracepoint(function = "fcntl_setlk")]
+pub fn filelock_fcntl_setlk(ctx: BtfTracePointContext) -> u32 {
+    match try_fcntl_setlk(&ctx) {
+        Ok(()) => DONE,
+        Err(miss) => miss.counted(),
+    }
+}
+
+fn try_fcntl_setlk(ctx: &BtfTracePointContext) -> Outcome {
+    let ret = ctx.arg::<u64>(2) as i32;
+    // A granted or refused request was counted when `posix_lock_inode` said so.
+    require(ret < 0)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let since = WAITING.get_ptr(&pid_tgid).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded; entries are keyed by thread and only this thread's programs,
+    // which are busy running this one, write its entry.
+    let since = unsafe { *since };
+    let _ = WAITING.remove(&pid_tgid);
+    let cfg = config();
+    let (inode, request) = typed_args(ctx)?;
+    let lock_type = u32::from(load::<u8>(request, cfg.offsets.flock_type));
+    let key = lock_key(cfg, inode, lock_type);
+    let waited = now_ns().saturating_sub(since);
+    summary::lock_result(&key, true, waited, ret, (pid_tgid >> 32) as u32)
+}
+
+/// Both hooks' `(struct inode *, struct file_lock *)`. Newer verifiers type tracepoint arguments
+/// as possibly NULL and refuse arithmetic on them before a check.
+fn typed_args(ctx: &BtfTracePointContext) -> Result<(u64, u64), Miss> {
+    let (inode, request): (u64, u64) = (ctx.arg(0), ctx.arg(1));
+    require(inode != 0 && request != 0)?;
+    Ok((inode, request))
+}
+
+/// Summary mode: one attempt of the current thread to take a `lock_type` lock, which
+/// `posix_lock_inode` answered with `ret`.
+fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> Outcome {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    require(process_wanted(cfg, tgid))?;
+    let o = &cfg.offsets;
+    let key = lock_key(cfg, inode, lock_type);
+    let ev = SCRATCH.get_ptr_mut(0).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded, so this is this CPU's scratch slot; programs do not nest on a
+    // CPU, so this is the only reference to it while the program runs.
+    let ev = unsafe { &mut *ev };
+    ev.flags = 0;
+    ev.dev = key.dev;
+    ev.ino = key.ino;
+    let file: u64 = load(request, o.flock_file);
+    let named = filter_by_name(cfg);
+    if named {
+        let dentry: u64 = load(file, o.file_dentry);
+        set_name(Some(load(dentry, o.dentry_name)), ev);
+    }
+    file_wanted(cfg, ev)?;
+    // A path that cannot be sent costs the path, not the sample.
+    if let Err(miss) = send_path_once(cfg, file, ev, named) {
+        miss.counted();
+    }
+    let now = now_ns();
+    if ret == FILE_LOCK_DEFERRED {
+        // The first deferral starts the wait; the attempts after each wake-up do not.
+        if WAITING.get_ptr(&pid_tgid).is_none() {
+            WAITING
+                .insert(&pid_tgid, &now, 0)
+                .map_err(|_| Miss::MapFull)?;
+        }
+        return Ok(());
+    }
+    let blocking = load::<u32>(request, o.flock_flags) & FL_SLEEP != 0;
+    // A request that may wait and was answered at once waited for nothing.
+    let mut waited = 0;
+    if blocking && let Some(since) = WAITING.get_ptr(&pid_tgid) {
+        // SAFETY: as in `try_fcntl_setlk`.
+        waited = now.saturating_sub(unsafe { *since });
+        let _ = WAITING.remove(&pid_tgid);
+    }
+    if ret == 0 {
+        granted(held_key(cfg, inode, request), lock_type, tgid, now);
+    }
+    summary::lock_result(&key, blocking, waited, ret, tgid)
+}
+
+/// Summary mode: `key` is held as `lock_type` from `now`. A lock its owner takes again is converted:
+/// the old hold ends here.
+fn granted(key: HeldKey, lock_type: u32, tgid: u32, now: u64) {
+    if let Some(old) = HELD.get_ptr(&key) {
+        // SAFETY: the lookup succeeded; HELD entries are only written by the owner's own lock
+        // calls and releases, which this thread is busy making.
+        let old = unsafe { *old };
+        if let Err(miss) = summary::hold(key.dev, key.ino, &old, tgid, now) {
+            miss.counted();
+        }
+    }
+    let info = HeldInfo {
+        since_ns: now,
+        lock_type,
+        _reserved: 0,
+    };
+    if HELD.insert(&key, &info, 0).is_err() {
+        bump(counter::MAP_FULL);
+    }
+}
+
+fn lock_key(cfg: &Config, inode: u64, lock_type: u32) -> LockKey {
+    let (dev, ino) = identity(cfg, inode);
+    LockKey {
+        dev,
+        ino,
+        lock_type,
+        _reserved: 0,
+    }
+}
+
+fn held_key(cfg: &Config, inode: u64, request: u64) -> HeldKey {
+    let (dev, ino) = identity(cfg, inode);
+    HeldKey {
+        dev,
+        ino,
+        owner: load(request, cfg.offsets.flock_owner),
+    }
+}
+
+/// The inode's `s_dev` and `i_ino`, as the lock-call hooks read them from the file.
+fn identity(cfg: &Config, inode: u64) -> (u64, u64) {
+    let o = &cfg.offsets;
+    let sb: u64 = load(inode, o.inode_sb);
+    (
+        u64::from(load::<u32>(sb, o.sb_dev)),
+        load(inode, o.inode_ino),
+    )
+}
