@@ -182,21 +182,18 @@ pub fn offsets() -> Result<Offsets, KernelError> {
             .or_else(|_| member_offset(&btf, "file_lock", old))
     };
     Ok(Offsets {
-        task_files: m("task_struct", &["files"])?,
         task_flags: m("task_struct", &["flags"])?,
-        files_fdt: m("files_struct", &["fdt"])?,
-        fdtable_max_fds: m("fdtable", &["max_fds"])?,
-        fdtable_fd: m("fdtable", &["fd"])?,
         file_dentry: m("file", &["f_path", "dentry"])?,
-        file_inode: m("file", &["f_inode"])?,
         dentry_name: m("dentry", &["d_name", "name"])?,
         dentry_parent: m("dentry", &["d_parent"])?,
         inode_ino: m("inode", &["i_ino"])?,
         inode_sb: m("inode", &["i_sb"])?,
         sb_dev: m("super_block", &["s_dev"])?,
+        pl_request: tracepoint_field("filelock", release, &["fl"])?,
         pl_ino: tracepoint_field("filelock", release, &["i_ino"])?,
         pl_dev: tracepoint_field("filelock", release, &["s_dev"])?,
         pl_owner: tracepoint_field("filelock", release, &["owner", "fl_owner"])?,
+        pl_flags: tracepoint_field("filelock", release, &["flags", "fl_flags"])?,
         pl_type: tracepoint_field("filelock", release, &["type", "fl_type"])?,
         pl_ret: tracepoint_field("filelock", release, &["ret"])?,
         flock_file: flock(&["flc_file"], &["fl_file"])?,

@@ -23,6 +23,8 @@ pub const F_RDLCK: u32 = 0;
 pub const F_WRLCK: u32 = 1;
 pub const F_UNLCK: u32 = 2;
 
+/// `struct file_lock` flag of the unlock request `close()` (and exit) makes.
+pub const FL_CLOSE: u32 = 64;
 /// `struct file_lock` flag of a request that may wait (`F_SETLKW`, `F_OFD_SETLKW`).
 pub const FL_SLEEP: u32 = 128;
 /// What `posix_lock_inode` returns when a request that may wait has to: it is queued behind the
@@ -151,24 +153,21 @@ pub mod counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Offsets {
-    pub task_files: u64,
     pub task_flags: u64,
-    pub files_fdt: u64,
-    pub fdtable_max_fds: u64,
-    pub fdtable_fd: u64,
     /// `file.f_path.dentry`.
     pub file_dentry: u64,
-    pub file_inode: u64,
     /// `dentry.d_name.name`.
     pub dentry_name: u64,
     pub dentry_parent: u64,
     pub inode_ino: u64,
     pub inode_sb: u64,
     pub sb_dev: u64,
-    /// `filelock:posix_lock_inode` fields.
+    /// `filelock:posix_lock_inode` fields (`pl_request`: the `struct file_lock *`).
+    pub pl_request: u64,
     pub pl_ino: u64,
     pub pl_dev: u64,
     pub pl_owner: u64,
+    pub pl_flags: u64,
     pub pl_type: u64,
     pub pl_ret: u64,
     /// `struct file_lock` members (inside `struct file_lock_core` since 6.9): the file, the owner,
@@ -355,7 +354,7 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 8 * 5 + 4 * 10 + COMM_LEN + NAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 16 + 25 * 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16 + 22 * 8);
 const _: () = assert!(core::mem::size_of::<PathRecord>() != core::mem::size_of::<Event>());
 const _: () = assert!(
     core::mem::size_of::<PathRecord>() == 8 * 2 + 4 * 4 + COMPONENT_LEN * PATH_DEPTH + NAME_LEN

@@ -4,8 +4,9 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user,
     },
     programs::TracePointContext,
 };
@@ -90,6 +91,13 @@ pub fn now_ns() -> u64 {
 pub fn current_task() -> u64 {
     // SAFETY: the helper takes no arguments; its result is used as a number, never as a pointer.
     unsafe { bpf_get_current_task() }
+}
+
+/// The current `task_struct` as a BTF-typed pointer, for [`load`] (tracing programs only).
+pub fn current_task_btf() -> u64 {
+    // SAFETY: the helper takes no arguments; the verifier types its result, and it is only read
+    // through `load`, which the verifier checks.
+    unsafe { bpf_get_current_task_btf() as u64 }
 }
 
 /// The cgroup v2 id of the current task.

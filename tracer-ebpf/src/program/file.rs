@@ -1,5 +1,5 @@
-//! Which file a lock call is about: the fd table walk, the file's identity and name, the filters,
-//! and the path sent once per inode.
+//! Which files and processes are traced: the filters, the file's name, and the path sent once per
+//! inode.
 
 use tracer_common::{
     COMPONENT_LEN, Config, Event, F_OFD_SETLK, F_OFD_SETLKW, F_SETLK, F_SETLKW, InodeKey, NAME_LEN,
@@ -11,14 +11,10 @@ use super::{
     maps::{EVENTS, INODES, NAMES, PATH_SCRATCH, PIDS, SEEN},
     require, submit_flags,
 };
-use crate::kernel::{current_cgroup_id, current_task, read_at, read_kernel_str};
+use crate::kernel::{current_cgroup_id, read_at, read_kernel_str};
 
 pub(super) fn is_lock_cmd(cmd: u32) -> bool {
     matches!(cmd, F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW)
-}
-
-pub(super) fn is_ofd(cmd: u32) -> bool {
-    matches!(cmd, F_OFD_SETLK | F_OFD_SETLKW)
 }
 
 /// Process filters that need no file: pid tree and cgroup.
@@ -30,36 +26,6 @@ pub(super) fn process_wanted(cfg: &Config, tgid: u32) -> bool {
         return false;
     }
     true
-}
-
-/// `current->files` and `current->files->fdt->fd[fd]`, bounds-checked against `max_fds`.
-pub(super) fn file_from_fd(cfg: &Config, fd: u32) -> Option<(u64, u64)> {
-    let o = &cfg.offsets;
-    let files: u64 = read_at(current_task(), o.task_files)?;
-    let fdt: u64 = read_at(files, o.files_fdt)?;
-    let max_fds: u32 = read_at(fdt, o.fdtable_max_fds)?;
-    if fd >= max_fds {
-        return None;
-    }
-    let fds: u64 = read_at(fdt, o.fdtable_fd)?;
-    let file: u64 = read_at(fds, (fd as u64) * 8)?;
-    if file == 0 { None } else { Some((files, file)) }
-}
-
-pub(super) fn current_files(cfg: &Config) -> Option<u64> {
-    read_at(current_task(), cfg.offsets.task_files)
-}
-
-/// Fills identity (dev, ino, name) from a `struct file *` and applies the file filters.
-pub(super) fn describe_file(cfg: &Config, file: u64, ev: &mut Event) -> Outcome {
-    let o = &cfg.offsets;
-    let inode = read_at::<u64>(file, o.file_inode).ok_or(Miss::ReadFailed)?;
-    ev.ino = read_at::<u64>(inode, o.inode_ino).unwrap_or(0);
-    ev.dev = read_at::<u64>(inode, o.inode_sb)
-        .and_then(|sb| read_at::<u32>(sb, o.sb_dev))
-        .unwrap_or(0) as u64;
-    set_name(name_of(cfg, file), ev);
-    file_wanted(cfg, ev)
 }
 
 /// The address of the basename of `file`, read through `file->f_path.dentry->d_name.name`.

@@ -2,7 +2,8 @@
 //! attempt to take, convert or release a POSIX or OFD lock, and `filelock:fcntl_setlk` ends every
 //! fcntl lock call. Their arguments are typed pointers, so fields are plain loads, not helper calls.
 //!
-//! Event mode takes its releases from here. Summary mode needs nothing else, and no syscall hook
+//! Event mode learns here which file a lock call locks, and sees releases. Summary mode needs
+//! nothing else, and no syscall hook
 //! (while one is attached, every syscall of the machine takes the slow path): a request is
 //! granted, deferred (it waits) or refused in `posix_lock_inode`; a wait runs from the first
 //! deferral to the grant, or to the end of the call in `fcntl_setlk` when a signal cuts it short.
@@ -18,10 +19,11 @@ use tracer_common::{
 use super::{
     DONE, Miss, Outcome, bump, config,
     file::{file_wanted, filter_by_name, process_wanted, send_path_once, set_name},
+    lock::describe_call,
     maps::{HELD, SCRATCH, WAITING},
     release, require, summary,
 };
-use crate::kernel::{load, now_ns};
+use crate::kernel::{current_task_btf, load, now_ns};
 
 /// `posix_lock_inode(struct inode *inode, struct file_lock *request, int ret)`.
 #[btf_tracepoint(function = "posix_lock_inode")]
@@ -50,11 +52,20 @@ fn try_posix_lock_inode(ctx: &BtfTracePointContext) -> Outcome {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             summary::hold(key.dev, key.ino, &info, tgid, now_ns())
         } else {
-            release::released(cfg, &key)
+            let o = &cfg.offsets;
+            let task_flags = load(current_task_btf(), o.task_flags);
+            let how = release::release_kind(task_flags, load(request, o.flock_flags));
+            release::released(&key, how)
         };
     }
-    require(summarized)?;
-    attempt(cfg, inode, request, lock_type, ret)
+    if summarized {
+        return attempt(cfg, inode, request, lock_type, ret);
+    }
+    let o = &cfg.offsets;
+    let file: u64 = load(request, o.flock_file);
+    let dentry: u64 = load(file, o.file_dentry);
+    let key = held_key(cfg, inode, request);
+    describe_call(cfg, &key, file, load(dentry, o.dentry_name))
 }
 
 /// `fcntl_setlk(..., struct file_lock *request, ...)` returned `ret` for `inode`. Attached in summary

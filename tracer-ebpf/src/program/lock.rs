@@ -1,4 +1,5 @@
-//! Lock calls: entry parks a half-built event per thread, exit completes and sends it.
+//! Lock calls: entry parks a half-built event per thread (no fd-table walk: the kernel's lock code
+//! says which file it locks, see [`describe_call`]), exit completes and sends it.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
@@ -9,10 +10,7 @@ use tracer_common::{Config, Event, F_UNLCK, HeldInfo, HeldKey, NO_STACK, counter
 
 use super::{
     DONE, Miss, Outcome, bump, config,
-    file::{
-        current_files, describe_file, file_from_fd, is_lock_cmd, is_ofd, process_wanted,
-        send_path_once,
-    },
+    file::{file_wanted, is_lock_cmd, process_wanted, send_path_once, set_name},
     maps::{EVENTS, HELD, PENDING, SCRATCH, STACKS},
     require, submit_flags,
 };
@@ -35,16 +33,11 @@ fn user_stack<C: StackIdContext>(ctx: &C, cfg: &Config) -> i32 {
     }
 }
 
-/// Common entry half: `file` is the locked file, `l_type` the requested lock type.
-fn lock_enter<C: StackIdContext>(
-    ctx: &C,
-    cfg: &Config,
-    fd: i32,
-    cmd: u32,
-    file: u64,
-    files: Option<u64>,
-    l_type: u32,
-) -> Outcome {
+/// Common entry half: parks the call, which the kernel's lock code then describes (see
+/// [`describe_call`]).
+fn lock_enter<C: StackIdContext>(ctx: &C, cfg: &Config, fd: i32, cmd: u32, l_type: u32) -> Outcome {
+    // An unlock is seen as the release it causes.
+    require(l_type != F_UNLCK)?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     require(process_wanted(cfg, tgid))?;
@@ -53,41 +46,50 @@ fn lock_enter<C: StackIdContext>(
     // CPU, so this is the only reference to it while the program runs.
     let ev = unsafe { &mut *ev };
     ev.flags = 0;
-    if l_type == F_UNLCK {
-        // An unlock only needs to mark the thread as inside one, so the release it causes is
-        // labelled as such; the release event carries the rest. No file walk, no event of its own.
-        ev.lock_type = F_UNLCK;
-        return PENDING
-            .insert(&pid_tgid, &*ev, 0)
-            .map_err(|_| Miss::MapFull);
-    }
-    describe_file(cfg, file, ev)?;
-    let owner = if is_ofd(cmd) {
-        Some(file)
-    } else {
-        files.or_else(|| current_files(cfg))
-    };
-    let owner = owner.ok_or(Miss::ReadFailed)?;
-    // A path that cannot be sent costs the path, not the lock event.
-    if let Err(miss) = send_path_once(cfg, file, ev, true) {
-        miss.counted();
-    }
-    ev.owner = owner;
+    ev.lock_type = l_type;
+    // Not a lock event until `describe_call` says which file it locks and that it is traced.
+    ev.kind = UNDESCRIBED;
     ev.start_ns = now_ns();
     ev.end_ns = 0;
     ev.pid = tgid;
     ev.tid = pid_tgid as u32;
     ev.fd = fd;
     ev.ret = 0;
-    ev.kind = kind::LOCK;
     ev.cmd = cmd;
-    ev.lock_type = l_type;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    // Last, so untraced files and unlocks pay nothing for it.
     ev.stack_id = user_stack(ctx, cfg);
     PENDING
         .insert(&pid_tgid, &*ev, 0)
         .map_err(|_| Miss::MapFull)
+}
+
+/// [`Event::kind`] of a parked call whose file is not known yet.
+const UNDESCRIBED: u32 = 0;
+
+/// The current thread's parked lock call reached the kernel's lock code, which knows the file:
+/// its identity, the lock's owner (the same `fl_owner` its release will carry), the address of
+/// its name (0 if unknown; not an `Option`, whose unset payload register the verifier refuses to
+/// see copied) and `file` (for the path). A call on a file the filters leave out is dropped here; one that never
+/// gets here (refused before: EBADF, EINVAL) is dropped at exit. Only the first attempt of a call
+/// describes it; the retries after a wait find it described.
+pub(super) fn describe_call(cfg: &Config, id: &HeldKey, file: u64, name: u64) -> Outcome {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let ev = PENDING.get_ptr_mut(&pid_tgid).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded; the entry is keyed by the current thread, so only this
+    // thread's programs (this one, now) touch it.
+    let ev = unsafe { &mut *ev };
+    require(ev.kind == UNDESCRIBED)?;
+    ev.dev = id.dev;
+    ev.ino = id.ino;
+    ev.owner = id.owner;
+    set_name((name != 0).then_some(name), ev);
+    if let Err(miss) = file_wanted(cfg, ev) {
+        let _ = PENDING.remove(&pid_tgid);
+        return Err(miss);
+    }
+    ev.kind = kind::LOCK;
+    // A path that cannot be sent costs the path, not the lock event.
+    send_path_once(cfg, file, ev, true)
 }
 
 /// Common exit half: emits the lock event and records a successful acquisition as held.
@@ -98,10 +100,10 @@ fn lock_exit(ret: i32) -> Outcome {
     // SAFETY: the lookup succeeded; the entry is keyed by the current thread, so only this thread's
     // programs write it, and it is read before the delete below.
     let pending = unsafe { &*pending };
-    let sent = if pending.lock_type == F_UNLCK {
-        Ok(())
-    } else {
+    let sent = if pending.kind == kind::LOCK {
         complete(pending, now, ret)
+    } else {
+        Ok(())
     };
     let _ = PENDING.remove(&pid_tgid);
     sent
@@ -147,22 +149,11 @@ fn try_sys_enter_fcntl(ctx: &TracePointContext) -> Outcome {
     // is the syscall ABI, identical on every kernel.
     let cmd = syscall_slot::<1>(ctx) as u32;
     require(is_lock_cmd(cmd))?;
-    // Untraced processes stop here, before the user read and the fd-table walk.
-    let cfg = config();
-    require(process_wanted(
-        cfg,
-        (bpf_get_current_pid_tgid() >> 32) as u32,
-    ))?;
-    let fd = syscall_slot::<0>(ctx) as u32;
+    let fd = syscall_slot::<0>(ctx) as i32;
     let arg = syscall_slot::<2>(ctx);
     // struct flock starts with `short l_type` on every Linux ABI.
     let l_type = read_user::<i16>(arg).ok_or(Miss::Ignored)? as u32;
-    let (files, file) = if l_type == F_UNLCK {
-        (0, 0)
-    } else {
-        file_from_fd(cfg, fd).ok_or(Miss::Ignored)?
-    };
-    lock_enter(ctx, cfg, fd as i32, cmd, file, Some(files), l_type)
+    lock_enter(ctx, config(), fd, cmd, l_type)
 }
 
 #[tracepoint]
@@ -174,6 +165,7 @@ pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
 }
 
 /// fentry mode: `int fcntl_setlk(unsigned int fd, struct file *filp, unsigned int cmd, struct flock *flock)`.
+/// The file is described later, by the kernel's lock code, as in tracepoint mode.
 #[fentry(function = "fcntl_setlk")]
 pub fn fcntl_setlk_entry(ctx: FEntryContext) -> u32 {
     match try_fcntl_setlk_entry(&ctx) {
@@ -184,11 +176,10 @@ pub fn fcntl_setlk_entry(ctx: FEntryContext) -> u32 {
 
 fn try_fcntl_setlk_entry(ctx: &FEntryContext) -> Outcome {
     let fd: u32 = ctx.arg(0);
-    let file: u64 = ctx.arg(1);
     let cmd: u32 = ctx.arg(2);
     let flock: u64 = ctx.arg(3);
     let l_type = read_kernel::<i16>(flock).ok_or(Miss::Ignored)?;
-    lock_enter(ctx, config(), fd as i32, cmd, file, None, l_type as u32)
+    lock_enter(ctx, config(), fd as i32, cmd, l_type as u32)
 }
 
 #[fexit(function = "fcntl_setlk")]

@@ -67,6 +67,10 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
 #[map]
 pub static SEEN: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
+/// Records each CPU has sent, to space out the ring buffer's backlog checks.
+#[map]
+pub static SUBMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<PathRecord> = PerCpuArray::with_max_entries(1, 0);
 

@@ -30,7 +30,7 @@ mod summary;
 
 use tracer_common::{Config, counter};
 
-use maps::{COUNTERS, EVENTS};
+use maps::{COUNTERS, EVENTS, SUBMITTED};
 
 // SAFETY: no other symbol in the object is named CONFIG; the loader finds the global by this
 // unmangled name to fill it in.
@@ -40,21 +40,18 @@ static CONFIG: Config = Config {
     options: 0,
     cgroup_id: 0,
     offsets: tracer_common::Offsets {
-        task_files: 0,
         task_flags: 0,
-        files_fdt: 0,
-        fdtable_max_fds: 0,
-        fdtable_fd: 0,
         file_dentry: 0,
-        file_inode: 0,
         dentry_name: 0,
         dentry_parent: 0,
         inode_ino: 0,
         inode_sb: 0,
         sb_dev: 0,
+        pl_request: 0,
         pl_ino: 0,
         pl_dev: 0,
         pl_owner: 0,
+        pl_flags: 0,
         pl_type: 0,
         pl_ret: 0,
         flock_file: 0,
@@ -75,6 +72,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Wake the reader only once this much is queued; it polls on a short timeout anyway. Waking it per
 /// event would schedule locktrace onto the CPU of the very process whose hold is being timed.
 const WAKEUP_BYTES: u64 = 2 << 20;
+const WAKEUP_CHECK: u64 = 32;
 /// What every program returns, traced call or not: fentry/fexit programs must return 0 (the
 /// verifier enforces it), a tracepoint program's 0 means "do not also pass this event to perf"
 /// (nobody reads that buffer), and a BTF tracepoint's return value is ignored.
@@ -113,8 +111,19 @@ fn require(cond: bool) -> Outcome {
     if cond { Ok(()) } else { Err(Miss::Ignored) }
 }
 
+/// Wakes the reader only once [`WAKEUP_BYTES`] are queued. The backlog is a helper call, so each
+/// CPU asks for it on every [`WAKEUP_CHECK`]th event only: the reader sees at most that many
+/// events' worth more before it is woken, and its poll timeout comes first anyway.
 fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+    let Some(sent) = SUBMITTED.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP;
+    };
+    // SAFETY: the lookup succeeded, so this is this CPU's slot; programs do not nest on a CPU.
+    let sent = unsafe {
+        *sent += 1;
+        *sent
+    };
+    if sent % WAKEUP_CHECK == 0 && EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

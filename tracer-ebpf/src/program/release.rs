@@ -1,23 +1,28 @@
-//! Releases: every way a held lock ends, seen at the moment the kernel releases it.
+//! Releases: every way a held lock ends, seen at the moment the kernel releases it. Also event
+//! mode's classic hook on the kernel's lock code, which describes lock calls as well.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Config, Event, F_UNLCK, HeldKey, NAME_LEN, NO_STACK, event_flag, kind};
+use tracer_common::{Event, F_UNLCK, FL_CLOSE, HeldKey, NAME_LEN, NO_STACK, event_flag, kind};
 
 use super::{
     DONE, Miss, Outcome, config,
-    maps::{EVENTS, HELD, PENDING},
+    file::name_of,
+    lock::describe_call,
+    maps::{EVENTS, HELD},
     require, submit_flags,
 };
 use crate::kernel::{current_task, now_ns, read_at, tp_field};
 
+/// `task_struct.flags` of a task in `do_exit`.
 const PF_EXITING: u32 = 0x4;
 
-/// Event mode's release hook where BTF tracepoints are refused: the same tracepoint's classic
-/// form, whose record fields are read through helper calls.
+/// Event mode's hook on the kernel's lock code where BTF tracepoints are refused (or with
+/// `--attach tracepoint`): the same tracepoint's classic form, whose record fields are read through
+/// helper calls. It describes lock calls and sees releases.
 #[tracepoint]
 pub fn posix_lock_inode(ctx: TracePointContext) -> u32 {
     match try_posix_lock_inode(&ctx) {
@@ -34,32 +39,41 @@ fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
     // before 6.13.
     let l_type = tp_field::<u8>(ctx, o.pl_type).unwrap_or(0) as u32;
     let ret = tp_field::<i32>(ctx, o.pl_ret).unwrap_or(-1);
-    require(l_type == F_UNLCK && ret == 0)?;
-    released(
-        cfg,
-        &HeldKey {
-            dev: tp_field::<u32>(ctx, o.pl_dev).unwrap_or(0) as u64,
-            ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
-            owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
-        },
-    )
+    let key = HeldKey {
+        dev: tp_field::<u32>(ctx, o.pl_dev).unwrap_or(0) as u64,
+        ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
+        owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
+    };
+    if l_type != F_UNLCK {
+        let file = tp_field::<u64>(ctx, o.pl_request)
+            .and_then(|request| read_at::<u64>(request, o.flock_file))
+            .ok_or(Miss::ReadFailed)?;
+        return describe_call(cfg, &key, file, name_of(cfg, file).unwrap_or(0));
+    }
+    require(ret == 0)?;
+    let task_flags = read_at::<u32>(current_task(), o.task_flags).unwrap_or(0);
+    let request_flags = tp_field::<u32>(ctx, o.pl_flags).unwrap_or(0);
+    released(&key, release_kind(task_flags, request_flags))
 }
 
-/// Event mode: the lock `key` was released by the current task; sends the release if the lock
-/// was seen being taken.
-pub(super) fn released(cfg: &Config, key: &HeldKey) -> Outcome {
+/// How a lock was released, from the releasing task's flags and the unlock request's.
+pub(super) fn release_kind(task_flags: u32, request_flags: u32) -> u32 {
+    if task_flags & PF_EXITING != 0 {
+        kind::RELEASE_EXIT
+    } else if request_flags & FL_CLOSE != 0 {
+        // `locks_remove_posix`, which every close of a locked file (and the last of an OFD-locked
+        // one) runs, marks its unlock request so.
+        kind::RELEASE_CLOSE
+    } else {
+        kind::RELEASE_UNLOCK
+    }
+}
+
+/// Event mode: the lock `key` was released by the current task, as `release` (a `kind`) says;
+/// sends the release if the lock was seen being taken.
+pub(super) fn released(key: &HeldKey, release: u32) -> Outcome {
     HELD.remove(key).map_err(|_| Miss::Ignored)?;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let exiting =
-        read_at::<u32>(current_task(), cfg.offsets.task_flags).is_some_and(|f| f & PF_EXITING != 0);
-    // An explicit unlock arrives inside our own pending fcntl call; anything else is a close.
-    let release = if exiting {
-        kind::RELEASE_EXIT
-    } else if in_unlock_call(pid_tgid) {
-        kind::RELEASE_UNLOCK
-    } else {
-        kind::RELEASE_CLOSE
-    };
     let mut slot = EVENTS.reserve::<Event>(0).ok_or(Miss::RingbufFull)?;
     let now = now_ns();
     slot.write(Event {
@@ -83,14 +97,4 @@ pub(super) fn released(cfg: &Config, key: &HeldKey) -> Outcome {
     });
     slot.submit(submit_flags());
     Ok(())
-}
-
-/// Whether the thread `pid_tgid` (the current one) is inside an `F_UNLCK` fcntl call.
-fn in_unlock_call(pid_tgid: u64) -> bool {
-    PENDING.get_ptr(&pid_tgid).is_some_and(|p| {
-        // SAFETY: the lookup succeeded; the entry is keyed by the current thread, which is busy
-        // running this program, so nothing writes it during this read.
-        let lock_type = unsafe { (*p).lock_type };
-        lock_type == F_UNLCK
-    })
 }
