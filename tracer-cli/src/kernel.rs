@@ -385,5 +385,16 @@ mod tests {
         assert_eq!(member_offset(&btf, "qstr", &["hash"]).unwrap(), 0);
         assert!(member_offset(&btf, "file", &["no_such_member"]).is_err());
         assert!(member_offset(&btf, "file", &["f_path", "dentry"]).unwrap() > 0);
+        if has_tracepoint("filelock", "posix_lock_inode") {
+            // The lock request's members, through `struct file_lock_core` on 6.9 and later, in
+            // the order both layouts declare them.
+            let o = offsets().unwrap();
+            assert!(0 < o.flock_owner, "{o:?}");
+            assert!(
+                o.flock_owner < o.flock_flags && o.flock_flags < o.flock_type,
+                "{o:?}"
+            );
+            assert!(o.flock_type < o.flock_file, "{o:?}");
+        }
     }
 }

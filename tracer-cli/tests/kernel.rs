@@ -10,6 +10,8 @@ use std::{
 };
 
 mod common;
+#[path = "kernel/outcomes.rs"]
+mod outcomes;
 #[path = "kernel/stacks.rs"]
 mod stacks;
 #[path = "kernel/summary.rs"]

@@ -31,6 +31,17 @@ pub const FL_SLEEP: u32 = 128;
 /// holder and tried again when woken.
 pub const FILE_LOCK_DEFERRED: i32 = 1;
 
+/// Whether a lock call's return value `ret` means a signal interrupted it. The hooks run before the
+/// syscall returns, so they see the kernel's restart codes, which the way out turns into EINTR (or
+/// a restart of the call, a new try).
+pub fn interrupted(ret: i32) -> bool {
+    const EINTR: i32 = 4;
+    const ERESTARTSYS: i32 = 512;
+    const ERESTARTNOINTR: i32 = 513;
+    const ERESTARTNOHAND: i32 = 514;
+    matches!(-ret, EINTR | ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND)
+}
+
 /// What an [`Event`] reports.
 pub mod kind {
     /// A lock request returned (`F_SETLK[W]`, `F_OFD_SETLK[W]`, including `F_UNLCK` requests).

@@ -18,7 +18,8 @@ use std::{collections::HashMap, path::PathBuf};
 
 use locktrace_report::{Actor, Drops, Frames, LockKey, Metric, Mode, Recorder, TryOutcome};
 use tracer_common::{
-    Event, F_OFD_SETLKW, F_RDLCK, F_SETLK, F_SETLKW, F_UNLCK, F_WRLCK, PathRecord, event_flag, kind,
+    Event, F_OFD_SETLKW, F_RDLCK, F_SETLK, F_SETLKW, F_UNLCK, F_WRLCK, PathRecord, event_flag,
+    interrupted, kind,
 };
 
 pub use interval::{BlockingHold, Interval};
@@ -183,7 +184,7 @@ impl Ledger {
         let outcome = match -ev.ret {
             0 => TryOutcome::Acquired,
             libc::EAGAIN | libc::EACCES if !blocking => TryOutcome::Refused,
-            libc::EINTR => TryOutcome::Interrupted,
+            _ if interrupted(ev.ret) => TryOutcome::Interrupted,
             _ => TryOutcome::Error,
         };
         self.recorder.record_try(&lock, mode, outcome);

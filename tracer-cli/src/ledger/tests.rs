@@ -359,6 +359,22 @@ fn edeadlk_is_counted_among_the_errors() {
     assert_eq!((t.errors, t.edeadlk), (2, 1));
 }
 
+#[test]
+fn a_wait_cut_short_by_a_signal_is_interrupted_whichever_code_the_hook_saw() {
+    let mut l = ledger();
+    // The hooks run before the way out of the syscall turns ERESTARTSYS into EINTR.
+    const ERESTARTSYS: i32 = 512;
+    l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 0, 10, -ERESTARTSYS, 1));
+    l.record(&ev(kind::LOCK, F_SETLKW, F_WRLCK, 20, 30, -libc::EINTR, 1));
+    let r = report(l);
+    let m = &r.locks[0].modes[&Mode::Write];
+    assert_eq!((m.tries.interrupted, m.tries.errors), (2, 0));
+    assert_eq!(
+        m.wait.summary.count, 2,
+        "an interrupted wait is still a wait"
+    );
+}
+
 fn frames(names: &[&str]) -> Frames {
     names.iter().map(|s| s.to_string()).collect()
 }

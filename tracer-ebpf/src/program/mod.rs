@@ -1,12 +1,14 @@
 //! Hooks:
 //! - lock calls: `syscalls:sys_{enter,exit}_fcntl` (tracepoint mode) or fentry/fexit on `fcntl_setlk`
-//!   (fentry mode). Entry resolves the file from the fd, applies the filters and parks a half-built event
-//!   per thread; exit completes it with the return value and, on success, marks the lock as held.
-//! - releases: `filelock:posix_lock_inode` with `F_UNLCK` (its BTF form, or the classic one where
-//!   that is refused). The kernel runs it for an explicit unlock, for `close()` of any fd of a
-//!   POSIX-locked file (`locks_remove_posix`), for the last close of an OFD-locked file, and when an
-//!   exiting process closes its files, so one hook sees every release at the moment it happens,
-//!   keyed by the same owner the acquire used.
+//!   (fentry mode). Entry parks a half-built event per thread (time, fd, command, process); the
+//!   kernel's lock code fills in the file and applies the file filters (below); exit completes it
+//!   with the return value and, on success, marks the lock as held.
+//! - the kernel's lock code: `filelock:posix_lock_inode` (its BTF form, or the classic one where that
+//!   is refused) ends every attempt to take or release a lock. A lock request's first attempt
+//!   describes the parked call; an `F_UNLCK` request is a release. The kernel runs one for an explicit
+//!   unlock, for `close()` of any fd of a POSIX-locked file (`locks_remove_posix`), for the last close
+//!   of an OFD-locked file, and when an exiting process closes its files, so one hook sees every
+//!   release at the moment it happens, keyed by the same owner the acquire used.
 //! - summary mode (`--summary`) attaches no lock-call hook: `filelock:posix_lock_inode` and
 //!   `filelock:fcntl_setlk` (BTF) see every attempt, grant, wait and release.
 //! - `sched:sched_process_{fork,exit,exec}`: extend the pid filter to children and forget thread and
@@ -15,10 +17,10 @@
 //! Struct and tracepoint field offsets come from userspace (`CONFIG`), read from the running kernel.
 //!
 //! Modules: `maps` (every map) and this file (configuration, outcomes, counters) at the bottom;
-//! `file` (which file a call locks, filters, paths) and `summary` (summary mode's in-kernel
-//! aggregation) on them; `lock` (lock calls) and `release` (releases) on `file`; `filelock` (the
-//! BTF hooks on the kernel's lock code) on `release`, `file` and `summary`; `pids` (the pid
-//! filter's upkeep) stands alone.
+//! `file` (filters, names, paths) and `summary` (summary mode's in-kernel aggregation) on them;
+//! `lock` (lock calls) on `file`; `release` (releases, and the classic lock-code hook) on `lock`;
+//! `filelock` (the BTF hooks on the kernel's lock code) on `release`, `lock`, `file` and
+//! `summary`; `pids` (the pid filter's upkeep) stands alone.
 
 mod file;
 mod filelock;

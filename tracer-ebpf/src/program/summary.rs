@@ -9,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_get_current_comm, maps::PerCpuHashMap};
 use tracer_common::{
-    COMM_LEN, HeldInfo,
+    COMM_LEN, HeldInfo, interrupted,
     summary::{
         ActorTotals, BucketTotals, HOLD, LockKey, LockTotals, MetricKey, Totals, WAIT, bucket_of,
     },
@@ -22,11 +22,7 @@ use super::{
 
 const EAGAIN: i32 = 11;
 const EACCES: i32 = 13;
-const EINTR: i32 = 4;
 const EDEADLK: i32 = 35;
-const ERESTARTSYS: i32 = 512;
-const ERESTARTNOINTR: i32 = 513;
-const ERESTARTNOHAND: i32 = 514;
 
 const NO_TOTALS: Totals = Totals {
     count: 0,
@@ -65,8 +61,7 @@ pub(super) fn lock_result(
         let tries = match -ret {
             0 => &raw mut (*totals).acquired,
             EAGAIN | EACCES if !blocking => &raw mut (*totals).refused,
-            // The kernel's restart codes are what a signal leaves before the syscall returns.
-            EINTR | ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => &raw mut (*totals).interrupted,
+            _ if interrupted(ret) => &raw mut (*totals).interrupted,
             errno => {
                 if errno == EDEADLK {
                     add(&raw mut (*totals).edeadlk, 1);

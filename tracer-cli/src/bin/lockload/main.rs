@@ -4,7 +4,8 @@
 //! kernel knows, and prints what it measured itself as one JSON line. `lockload scenario` runs a fixed
 //! contention pattern of such processes and writes every process's figures to a truth file.
 //! `lockload blockers` is one known holder that makes read-lock `hold` processes wait behind it.
-//! `lockload nest` takes --first, then --second while holding it (a lock order).
+//! `lockload nest` takes --first, then --second while holding it (a lock order); `lockload deadlock`
+//! gets a request refused with EDEADLK, and `hold --give-up-after` a wait cut short by a signal.
 //! `lockload cycles` is the uncontended open + lock + close loop `lockbench overhead` times.
 //!
 //!     lockload hold --path /tmp/x.lock --hold 20ms
@@ -18,7 +19,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use workload::{
-    HoldArgs, blockers, exit_hold, hold, lock_cycles, lock_loop, nest, scenario, thread_exec,
+    HoldArgs, blockers, deadlock, exit_hold, hold, lock_cycles, lock_loop, nest, scenario,
+    thread_exec,
 };
 
 #[derive(Parser)]
@@ -57,6 +59,14 @@ enum Cmd {
     /// Take a write lock on --first, then one on --second while still holding the first, then
     /// release both (second, then first). Prints this process's pid as one JSON line.
     Nest {
+        #[arg(long)]
+        first: PathBuf,
+        #[arg(long)]
+        second: PathBuf,
+    },
+    /// Make the kernel refuse a lock with EDEADLK: write-lock --first, let a child take --second and
+    /// wait for --first, then ask for --second. Prints this process's pid as one JSON line.
+    Deadlock {
         #[arg(long)]
         first: PathBuf,
         #[arg(long)]
@@ -111,5 +121,6 @@ fn main() -> Result<()> {
         Cmd::Cycles { path, cycles } => lock_cycles(&path, cycles),
         Cmd::ThreadExec { tid_file, command } => thread_exec(tid_file, &command),
         Cmd::Nest { first, second } => nest(&first, &second),
+        Cmd::Deadlock { first, second } => deadlock(&first, &second),
     }
 }

@@ -37,6 +37,17 @@ pub struct HoldArgs {
     /// Keep running this long after the release (so a release by unlock is not confused with exit).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     linger: Duration,
+    /// Stop waiting for the lock after this long: a signal interrupts the wait (the call fails
+    /// with EINTR), and the process prints how long it waited and exits.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    give_up_after: Option<Duration>,
+}
+
+/// What `hold --give-up-after` prints when it gave up: its wait, by its own clock.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct GaveUp {
+    pub pid: u32,
+    pub wait_ns: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -175,9 +186,27 @@ pub fn hold(a: &HoldArgs) -> Result<()> {
     } else {
         libc::F_SETLKW
     };
+    if let Some(after) = a.give_up_after {
+        alarm(after)?;
+    }
     let t0 = Instant::now();
-    setlk(fd, cmd, l_type).context("lock")?;
+    let locked = setlk(fd, cmd, l_type);
     let t1 = Instant::now();
+    if a.give_up_after.is_some() {
+        alarm(Duration::ZERO)?;
+        if locked
+            .as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EINTR))
+        {
+            let gave_up = GaveUp {
+                pid: std::process::id(),
+                wait_ns: (t1 - t0).as_nanos() as u64,
+            };
+            println!("{}", serde_json::to_string(&gave_up)?);
+            return Ok(());
+        }
+    }
+    locked.context("lock")?;
     println!("@locked {}", mono_ns());
     std::io::stdout().flush()?;
     std::thread::sleep(a.hold);
@@ -276,6 +305,75 @@ pub fn nest(first: &Path, second: &Path) -> Result<()> {
         libc::close(outer);
     }
     println!("{}", serde_json::json!({ "pid": std::process::id() }));
+    Ok(())
+}
+
+/// Makes the kernel refuse a lock with EDEADLK: this process write-locks --first; a child
+/// (`lockload nest`) write-locks --second and then waits for --first; once it sleeps there, this
+/// process asks for --second, which would close the cycle. Prints this process's pid.
+pub fn deadlock(first: &Path, second: &Path) -> Result<()> {
+    let outer = open(first)?;
+    setlk(outer, libc::F_SETLKW, libc::F_WRLCK as i16).context("lock --first")?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("nest")
+        .arg("--first")
+        .arg(second)
+        .arg("--second")
+        .arg(first)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawning lockload nest")?;
+    wait_blocked(child.id())?;
+    let inner = open(second)?;
+    let refused = setlk(inner, libc::F_SETLKW, libc::F_WRLCK as i16);
+    // SAFETY: both fds are this function's own, open, and not used after closing; closing
+    // --first lets the child finish.
+    unsafe {
+        libc::close(outer);
+        libc::close(inner);
+    }
+    let status = child.wait()?;
+    match refused {
+        Err(e) if e.raw_os_error() == Some(libc::EDEADLK) => {}
+        other => bail!("lock --second: expected EDEADLK, got {other:?}"),
+    }
+    if !status.success() {
+        bail!("lockload nest failed: {status}");
+    }
+    println!("{}", serde_json::json!({ "pid": std::process::id() }));
+    Ok(())
+}
+
+/// Handles SIGALRM by doing nothing: its only job is to interrupt a waiting lock call.
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Arms a SIGALRM `after` from now (zero disarms it). The handler is installed without
+/// `SA_RESTART`, so the kernel ends a waiting `fcntl` with EINTR instead of restarting it.
+fn alarm(after: Duration) -> Result<()> {
+    // SAFETY: sigaction is plain integers and a function pointer, for which all zeroes is valid;
+    // the handler is an `extern "C"` function that touches nothing (async-signal-safe), and both
+    // structs live across the calls that read them.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sigaction(SIGALRM)");
+        }
+        let timer = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_usec: after.subsec_micros() as libc::suseconds_t,
+            },
+        };
+        if libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("setitimer");
+        }
+    }
     Ok(())
 }
 
