@@ -12,12 +12,12 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use tracer_common::{
-    Config, F_UNLCK, FILE_LOCK_DEFERRED, FL_SLEEP, HeldInfo, HeldKey, counter, option,
+    Config, Event, F_UNLCK, FILE_LOCK_DEFERRED, FL_SLEEP, HeldInfo, HeldKey, counter, option,
     summary::LockKey,
 };
 
 use super::{
-    DONE, Miss, Outcome, bump, config,
+    BPF_NOEXIST, DONE, Miss, Outcome, bump, config,
     file::{file_wanted, filter_by_name, process_wanted, send_path_once, set_name},
     lock::describe_call,
     maps::{HELD, SCRATCH, WAITING},
@@ -93,7 +93,23 @@ fn try_fcntl_setlk(ctx: &BtfTracePointContext) -> Outcome {
     let lock_type = u32::from(load::<u8>(request, cfg.offsets.flock_type));
     let key = lock_key(cfg, inode, lock_type);
     let waited = now_ns().saturating_sub(since);
-    summary::lock_result(&key, true, waited, ret, (pid_tgid >> 32) as u32)
+    if summary::lock_result(&key, true, waited, ret, (pid_tgid >> 32) as u32)? {
+        let ev = scratch(&key)?;
+        send_path_once(cfg, load(request, cfg.offsets.flock_file), ev, false)?;
+    }
+    Ok(())
+}
+
+/// This CPU's scratch event, cleared to name the file of `key` (its name not read yet).
+fn scratch(key: &LockKey) -> Result<&'static mut Event, Miss> {
+    let ev = SCRATCH.get_ptr_mut(0).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded, so this is this CPU's scratch slot; programs do not nest on a
+    // CPU, so this is the only reference to it while the program runs.
+    let ev = unsafe { &mut *ev };
+    ev.flags = 0;
+    ev.dev = key.dev;
+    ev.ino = key.ino;
+    Ok(ev)
 }
 
 /// Both hooks' `(struct inode *, struct file_lock *)`. Newer verifiers type tracepoint arguments
@@ -112,13 +128,7 @@ fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> 
     require(process_wanted(cfg, tgid))?;
     let o = &cfg.offsets;
     let key = lock_key(cfg, inode, lock_type);
-    let ev = SCRATCH.get_ptr_mut(0).ok_or(Miss::Ignored)?;
-    // SAFETY: the lookup succeeded, so this is this CPU's scratch slot; programs do not nest on a
-    // CPU, so this is the only reference to it while the program runs.
-    let ev = unsafe { &mut *ev };
-    ev.flags = 0;
-    ev.dev = key.dev;
-    ev.ino = key.ino;
+    let ev = scratch(&key)?;
     let file: u64 = load(request, o.flock_file);
     let named = filter_by_name(cfg);
     if named {
@@ -126,10 +136,6 @@ fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> 
         set_name(Some(load(dentry, o.dentry_name)), ev);
     }
     file_wanted(cfg, ev)?;
-    // A path that cannot be sent costs the path, not the sample.
-    if let Err(miss) = send_path_once(cfg, file, ev, named) {
-        miss.counted();
-    }
     let now = now_ns();
     if ret == FILE_LOCK_DEFERRED {
         // The first deferral starts the wait; the attempts after each wake-up do not.
@@ -151,28 +157,38 @@ fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> 
     if ret == 0 {
         granted(held_key(cfg, inode, request), lock_type, tgid, now);
     }
-    summary::lock_result(&key, blocking, waited, ret, tgid)
+    // The path goes out with a lock file's first totals (once per file: `send_path_once`), so the
+    // many calls after pay no check for it.
+    if summary::lock_result(&key, blocking, waited, ret, tgid)? {
+        send_path_once(cfg, file, ev, named)?;
+    }
+    Ok(())
 }
 
 /// Summary mode: `key` is held as `lock_type` from `now`. A lock its owner takes again is converted:
 /// the old hold ends here.
 fn granted(key: HeldKey, lock_type: u32, tgid: u32, now: u64) {
-    if let Some(old) = HELD.get_ptr(&key) {
-        // SAFETY: the lookup succeeded; HELD entries are only written by the owner's own lock
-        // calls and releases, which this thread is busy making.
-        let old = unsafe { *old };
-        if let Err(miss) = summary::hold(key.dev, key.ino, &old, tgid, now) {
-            miss.counted();
-        }
-    }
     let info = HeldInfo {
         since_ns: now,
         lock_type,
         _reserved: 0,
     };
-    if HELD.insert(&key, &info, 0).is_err() {
-        bump(counter::MAP_FULL);
+    // The common case in one map operation: the insert finds no entry and makes one.
+    if HELD.insert(&key, &info, BPF_NOEXIST).is_ok() {
+        return;
     }
+    let Some(old) = HELD.get_ptr_mut(&key) else {
+        bump(counter::MAP_FULL);
+        return;
+    };
+    // SAFETY: the lookup succeeded; HELD entries are only written by the owner's own lock calls
+    // and releases, which this thread is busy making.
+    let held = unsafe { *old };
+    if let Err(miss) = summary::hold(key.dev, key.ino, &held, tgid, now) {
+        miss.counted();
+    }
+    // SAFETY: as above.
+    unsafe { *old = info };
 }
 
 fn lock_key(cfg: &Config, inode: u64, lock_type: u32) -> LockKey {

@@ -46,15 +46,17 @@ static EMPTY_BUCKET: BucketTotals = BucketTotals {
 
 /// A lock request on `key` by process `tgid` ended with `ret`; a request that may wait (`blocking`)
 /// waited `waited` ns. (Not an `Option`: LLVM leaves a `None`'s payload register unset, and the
-/// verifier refuses the callee's copy of it.)
+/// verifier refuses the callee's copy of it.) Returns whether these are the first totals of this
+/// lock file and mode. Inlined: as a BPF call, its result would need a sixth argument register.
+#[inline(always)]
 pub(super) fn lock_result(
     key: &LockKey,
     blocking: bool,
     waited: u64,
     ret: i32,
     tgid: u32,
-) -> Outcome {
-    let totals = slot(&SUMMARY_LOCKS, key, &EMPTY_LOCK)?;
+) -> Result<bool, Miss> {
+    let (totals, new) = slot(&SUMMARY_LOCKS, key, &EMPTY_LOCK)?;
     // SAFETY: `slot` returned this CPU's value of a live entry; entries are never deleted while
     // tracing, and programs on one CPU do not interleave.
     unsafe {
@@ -72,10 +74,10 @@ pub(super) fn lock_result(
         add(tries, 1);
         if blocking {
             sample(&raw mut (*totals).wait, waited);
-            return shares(key, WAIT, tgid, waited);
+            shares(key, WAIT, tgid, waited)?;
         }
     }
-    Ok(())
+    Ok(new)
 }
 
 /// A hold of `key` by process `tgid`, taken as `info` says, ended at `now`.
@@ -86,7 +88,7 @@ pub(super) fn hold(dev: u64, ino: u64, info: &HeldInfo, tgid: u32, now: u64) -> 
         lock_type: info.lock_type,
         _reserved: 0,
     };
-    let totals = slot(&SUMMARY_LOCKS, &key, &EMPTY_LOCK)?;
+    let (totals, _) = slot(&SUMMARY_LOCKS, &key, &EMPTY_LOCK)?;
     let held = now.saturating_sub(info.since_ns);
     // SAFETY: as in `lock_call`.
     unsafe { sample(&raw mut (*totals).hold, held) };
@@ -101,7 +103,7 @@ fn shares(key: &LockKey, metric: u32, tgid: u32, ns: u64) -> Outcome {
         metric,
         which: bucket_of(ns),
     };
-    let b = slot(&SUMMARY_BUCKETS, &bucket, &EMPTY_BUCKET)?;
+    let (b, _) = slot(&SUMMARY_BUCKETS, &bucket, &EMPTY_BUCKET)?;
     // SAFETY: as in `lock_call`.
     unsafe {
         add(&raw mut (*b).count, 1);
@@ -133,13 +135,16 @@ fn shares(key: &LockKey, metric: u32, tgid: u32, ns: u64) -> Outcome {
     Ok(())
 }
 
-/// This CPU's value for `key`, inserted as `empty` if missing; a full map is a counted miss.
-fn slot<K, V>(map: &PerCpuHashMap<K, V>, key: &K, empty: &V) -> Result<*mut V, Miss> {
+/// This CPU's value for `key`, inserted as `empty` if missing (then also `true`: a per-CPU map's
+/// keys are shared, so that happens once per key, on whichever CPU comes first); a full map is a
+/// counted miss.
+fn slot<K, V>(map: &PerCpuHashMap<K, V>, key: &K, empty: &V) -> Result<(*mut V, bool), Miss> {
     if let Some(v) = map.get_ptr_mut(key) {
-        return Ok(v);
+        return Ok((v, false));
     }
-    let _ = map.insert(key, empty, BPF_NOEXIST);
-    map.get_ptr_mut(key).ok_or(Miss::MapFull)
+    let new = map.insert(key, empty, BPF_NOEXIST).is_ok();
+    let v = map.get_ptr_mut(key).ok_or(Miss::MapFull)?;
+    Ok((v, new))
 }
 
 /// Adds one sample to a metric's totals.
