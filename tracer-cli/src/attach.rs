@@ -266,7 +266,7 @@ fn attach_event_hooks(
         Some(Err(error)) if error.is_kernel_side() => None,
         other => other,
     }
-    .unwrap_or_else(|| attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode"));
+    .unwrap_or_else(|| attach_classic_lock_code(ebpf));
     released.map_err(|error| Error::Attach { mode, error })?;
     Ok((mode, skipped))
 }
@@ -274,7 +274,14 @@ fn attach_event_hooks(
 /// The BTF hook on `filelock:posix_lock_inode`: releases, and in summary mode every attempt.
 const RELEASES: &str = "filelock_posix_lock_inode";
 
-/// Summary mode's hooks on the kernel's lock code (also `doctor`'s trial of them).
+/// Event mode's hook on the kernel's lock code in its classic form (`--attach tracepoint`, or where
+/// BTF tracepoints are refused).
+pub fn attach_classic_lock_code(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    attach_tracepoint(ebpf, "posix_lock_inode", "filelock", "posix_lock_inode")
+}
+
+/// The BTF hooks on the kernel's lock code: summary mode's only hooks, event mode's release and
+/// description hook (it attaches the first alone).
 pub fn attach_lock_code(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     attach_btf_tracepoint(ebpf, RELEASES, "posix_lock_inode")?;
     attach_btf_tracepoint(ebpf, "filelock_fcntl_setlk", "fcntl_setlk")

@@ -2,7 +2,7 @@
 
 use std::{fmt, path::Path};
 
-use tracer_common::Config;
+use tracer_common::{Config, option};
 
 use crate::{
     attach::{self, AttachError, AttachMode},
@@ -147,19 +147,42 @@ pub fn diagnose() -> Diagnosis {
         checks.push(trial(
             "tp_btf",
             attach::attach_lock_code(&mut ebpf),
-            "BTF tracepoints on the kernel's lock code loaded and attached (releases, --summary)",
+            "BTF tracepoints on the kernel's lock code loaded and attached (trial)",
         ));
         for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
-            let result = attach::attach_lock_calls(&mut ebpf, candidate);
+            let mut result = attach::attach_lock_calls(&mut ebpf, candidate);
             if result.is_ok() && mode.is_none() {
                 mode = Some(candidate);
             }
             let name = match candidate {
                 AttachMode::Fentry => "fentry",
-                AttachMode::Tracepoint | AttachMode::TpBtf => "tracepoints",
+                AttachMode::Tracepoint | AttachMode::TpBtf => {
+                    result = result.and_then(|()| attach::attach_classic_lock_code(&mut ebpf));
+                    "tracepoints"
+                }
             };
             checks.push(trial(name, result, "loaded and attached (trial)"));
         }
+        // Its own object: the verifier checks only the code the configuration leaves reachable.
+        let config = Config {
+            options: option::SUMMARY,
+            ..config
+        };
+        let capture = tracer::Capture {
+            summary: true,
+            ..Default::default()
+        };
+        let summary = tracer::load(&config, capture)
+            .map_err(|e| e.to_string())
+            .and_then(|mut ebpf| attach::attach_lock_code(&mut ebpf).map_err(|e| e.to_string()));
+        checks.push(Check {
+            name: "summary",
+            ok: summary.is_ok(),
+            detail: summary.map_or_else(
+                |e| e,
+                |()| "--summary's hooks loaded and attached (trial)".into(),
+            ),
+        });
         checks.push(trial(
             "pid hooks",
             attach::attach_pid_hooks(&mut ebpf),

@@ -40,6 +40,10 @@ pub enum SessionError {
         "--summary aggregates in the kernel, so it has no {0}, which needs every event; drop one of them"
     )]
     SummaryWithout(&'static str),
+    #[error(
+        "--summary hooks the kernel's lock code itself; --attach chooses event mode's hooks: drop --attach"
+    )]
+    SummaryAttach,
     #[error(transparent)]
     Report(#[from] ReportError),
     #[error(transparent)]
@@ -136,6 +140,9 @@ pub fn run(mut opts: Options) -> Result<i32, SessionError> {
         }
         if opts.timeline.is_some() {
             return Err(SessionError::SummaryWithout("--timeline"));
+        }
+        if opts.attach != AttachRequest::Auto {
+            return Err(SessionError::SummaryAttach);
         }
     }
     // Before anything starts: a path that cannot be written costs no recording.

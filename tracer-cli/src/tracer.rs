@@ -46,6 +46,9 @@ pub const STACK_ENTRIES: u32 = 16384;
 pub const SUMMARY_LOCK_ENTRIES: u32 = 1024;
 pub const SUMMARY_BUCKET_ENTRIES: u32 = 16384;
 pub const SUMMARY_ACTOR_ENTRIES: u32 = 4096;
+/// Threads that can be inside a lock call (event mode) or waiting for a lock (summary mode) at once;
+/// one more is a counted `map_full`.
+pub const THREAD_ENTRIES: u32 = 16384;
 
 /// What the kernel side captures beyond the lock events themselves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -360,6 +363,8 @@ pub fn load(config: &Config, capture: Capture) -> Result<Ebpf, LoadError> {
     Ok(EbpfLoader::new()
         .override_global("CONFIG", config, true)
         .map_max_entries("STACKS", sized(capture.stacks, STACK_ENTRIES))
+        .map_max_entries("PENDING", sized(!capture.summary, THREAD_ENTRIES))
+        .map_max_entries("WAITING", sized(capture.summary, THREAD_ENTRIES))
         .map_max_entries(
             "SUMMARY_LOCKS",
             sized(capture.summary, SUMMARY_LOCK_ENTRIES),

@@ -201,9 +201,10 @@ fn histogram(out: &str, map: &str, name: &str, mode: &str) -> Vec<(u64, u64, u64
         .collect()
 }
 
-/// Both tools time the same kernel events with the same clock (sys_enter/sys_exit_fcntl and
-/// filelock:posix_lock_inode, bpf_ktime_get_ns), so they differ only by the probes' own cost and by
-/// which program runs first at each hook: under 20 µs when measured here. The bound is the
+/// In event mode both tools time the same kernel events with the same clock (sys_enter/sys_exit_fcntl
+/// and filelock:posix_lock_inode, bpf_ktime_get_ns), so they differ only by the probes' own cost and
+/// by which program runs first at each hook: under 20 µs when measured here. Summary mode starts a
+/// wait at the request's first deferral instead of the syscall's entry, microseconds later. The bound is the
 /// project's accuracy contract, max(2%, 100 µs), which leaves room for an interrupt between the
 /// two programs on a busy CI machine, and is still far below what a wrong release path (a hold
 /// running on to the next release or to exit, 50 ms later here) or a wrong unit would cost.

@@ -44,7 +44,8 @@ pub fn interrupted(ret: i32) -> bool {
 
 /// What an [`Event`] reports.
 pub mod kind {
-    /// A lock request returned (`F_SETLK[W]`, `F_OFD_SETLK[W]`, including `F_UNLCK` requests).
+    /// A lock request returned (`F_SETLK[W]`, `F_OFD_SETLK[W]`; an `F_UNLCK` request is seen as the
+    /// release it makes).
     pub const LOCK: u32 = 1;
     /// A held lock was released by an explicit `F_UNLCK`.
     pub const RELEASE_UNLOCK: u32 = 2;

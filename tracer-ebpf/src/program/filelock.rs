@@ -20,7 +20,7 @@ use super::{
     BPF_NOEXIST, DONE, Miss, Outcome, bump, config,
     file::{file_wanted, filter_by_name, process_wanted, send_path_once, set_name},
     lock::describe_call,
-    maps::{HELD, SCRATCH, WAITING},
+    maps::{HELD, SCRATCH, WAITING, Waiting},
     release, require, summary,
 };
 use crate::kernel::{current_task_btf, load, now_ns};
@@ -46,9 +46,12 @@ fn try_posix_lock_inode(ctx: &BtfTracePointContext) -> Outcome {
         return if summarized {
             // Only locks seen being taken are released.
             let info = HELD.get_ptr(&key).ok_or(Miss::Ignored)?;
-            // SAFETY: the lookup succeeded; the entry's owner is releasing it in this very call.
+            // SAFETY: the lookup succeeded; the entry is copied at once, and the copy is used only
+            // by the thread whose remove below succeeds.
             let info = unsafe { *info };
-            let _ = HELD.remove(&key);
+            // Two threads of the owner can release at once (closing two fds of the file): the
+            // hold is counted by the one that removes it.
+            HELD.remove(&key).map_err(|_| Miss::Ignored)?;
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             summary::hold(key.dev, key.ino, &info, tgid, now_ns())
         } else {
@@ -61,11 +64,16 @@ fn try_posix_lock_inode(ctx: &BtfTracePointContext) -> Outcome {
     if summarized {
         return attempt(cfg, inode, request, lock_type, ret);
     }
-    let o = &cfg.offsets;
-    let file: u64 = load(request, o.flock_file);
-    let dentry: u64 = load(file, o.file_dentry);
-    let key = held_key(cfg, inode, request);
-    describe_call(cfg, &key, file, load(dentry, o.dentry_name))
+    describe_call(cfg, || {
+        let o = &cfg.offsets;
+        let file: u64 = load(request, o.flock_file);
+        let dentry: u64 = load(file, o.file_dentry);
+        Some((
+            held_key(cfg, inode, request),
+            file,
+            load(dentry, o.dentry_name),
+        ))
+    })
 }
 
 /// `fcntl_setlk(..., struct file_lock *request, ...)` returned `ret` for `inode`. Attached in summary
@@ -82,22 +90,47 @@ fn try_fcntl_setlk(ctx: &BtfTracePointContext) -> Outcome {
     let ret = ctx.arg::<u64>(2) as i32;
     // A granted or refused request was counted when `posix_lock_inode` said so.
     require(ret < 0)?;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let since = WAITING.get_ptr(&pid_tgid).ok_or(Miss::Ignored)?;
-    // SAFETY: the lookup succeeded; entries are keyed by thread and only this thread's programs,
-    // which are busy running this one, write its entry.
-    let since = unsafe { *since };
-    let _ = WAITING.remove(&pid_tgid);
-    let cfg = config();
     let (inode, request) = typed_args(ctx)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let waited = wait_ended(pid_tgid, request, now_ns()).ok_or(Miss::Ignored)?;
+    let cfg = config();
     let lock_type = u32::from(load::<u8>(request, cfg.offsets.flock_type));
     let key = lock_key(cfg, inode, lock_type);
-    let waited = now_ns().saturating_sub(since);
     if summary::lock_result(&key, true, waited, ret, (pid_tgid >> 32) as u32)? {
         let ev = scratch(&key)?;
         send_path_once(cfg, load(request, cfg.offsets.flock_file), ev, false)?;
     }
     Ok(())
+}
+
+/// Ends the current thread's wait, if it had one: how long `request` waited. The entry goes in any
+/// case: one left by a request that never came back here (a kernel lock server's, or one whose end
+/// was missed) must not time a later one.
+#[inline(always)]
+fn wait_ended(pid_tgid: u64, request: u64, now: u64) -> Option<u64> {
+    let w = WAITING.get_ptr(&pid_tgid)?;
+    // SAFETY: the lookup succeeded; entries are keyed by thread, and only this thread's programs,
+    // one of which is running this, write its entry.
+    let w = unsafe { *w };
+    let _ = WAITING.remove(&pid_tgid);
+    (w.request == request).then(|| now.saturating_sub(w.since_ns))
+}
+
+/// Starts the current thread's wait for `request` at `now`; the attempts after each wake-up find
+/// it started.
+fn wait_started(pid_tgid: u64, request: u64, now: u64) -> Outcome {
+    // SAFETY: as in `wait_ended`.
+    if WAITING
+        .get_ptr(&pid_tgid)
+        .is_some_and(|w| unsafe { (*w).request } == request)
+    {
+        return Ok(());
+    }
+    let w = Waiting {
+        since_ns: now,
+        request,
+    };
+    WAITING.insert(&pid_tgid, &w, 0).map_err(|_| Miss::MapFull)
 }
 
 /// This CPU's scratch event, cleared to name the file of `key` (its name not read yet).
@@ -125,8 +158,17 @@ fn typed_args(ctx: &BtfTracePointContext) -> Result<(u64, u64), Miss> {
 fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> Outcome {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    require(process_wanted(cfg, tgid))?;
     let o = &cfg.offsets;
+    let now = now_ns();
+    let blocking = load::<u32>(request, o.flock_flags) & FL_SLEEP != 0;
+    // Before the filters, so a wait ends whatever they say now (about a file renamed or a process
+    // moved while it waited). A request that may wait and was answered at once waited 0 ns.
+    let waited = if blocking && ret != FILE_LOCK_DEFERRED {
+        wait_ended(pid_tgid, request, now).unwrap_or(0)
+    } else {
+        0
+    };
+    require(process_wanted(cfg, tgid))?;
     let key = lock_key(cfg, inode, lock_type);
     let ev = scratch(&key)?;
     let file: u64 = load(request, o.flock_file);
@@ -136,23 +178,8 @@ fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> 
         set_name(Some(load(dentry, o.dentry_name)), ev);
     }
     file_wanted(cfg, ev)?;
-    let now = now_ns();
     if ret == FILE_LOCK_DEFERRED {
-        // The first deferral starts the wait; the attempts after each wake-up do not.
-        if WAITING.get_ptr(&pid_tgid).is_none() {
-            WAITING
-                .insert(&pid_tgid, &now, 0)
-                .map_err(|_| Miss::MapFull)?;
-        }
-        return Ok(());
-    }
-    let blocking = load::<u32>(request, o.flock_flags) & FL_SLEEP != 0;
-    // A request that may wait and was answered at once waited for nothing.
-    let mut waited = 0;
-    if blocking && let Some(since) = WAITING.get_ptr(&pid_tgid) {
-        // SAFETY: as in `try_fcntl_setlk`.
-        waited = now.saturating_sub(unsafe { *since });
-        let _ = WAITING.remove(&pid_tgid);
+        return wait_started(pid_tgid, request, now);
     }
     if ret == 0 {
         granted(held_key(cfg, inode, request), lock_type, tgid, now);
@@ -178,11 +205,15 @@ fn granted(key: HeldKey, lock_type: u32, tgid: u32, now: u64) {
         return;
     }
     let Some(old) = HELD.get_ptr_mut(&key) else {
-        bump(counter::MAP_FULL);
+        // Released by another thread of the owner in between: the lock is this call's alone.
+        if HELD.insert(&key, &info, 0).is_err() {
+            bump(counter::MAP_FULL);
+        }
         return;
     };
-    // SAFETY: the lookup succeeded; HELD entries are only written by the owner's own lock calls
-    // and releases, which this thread is busy making.
+    // SAFETY: the lookup succeeded and map values outlive the program run. The owner's threads (a
+    // POSIX lock's owner is the process's file table, an OFD lock's the open file) may update the
+    // entry at once; plain integers, so a race costs at most one hold's figure.
     let held = unsafe { *old };
     if let Err(miss) = summary::hold(key.dev, key.ino, &held, tgid, now) {
         miss.counted();

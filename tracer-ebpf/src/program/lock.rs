@@ -67,18 +67,26 @@ fn lock_enter<C: StackIdContext>(ctx: &C, cfg: &Config, fd: i32, cmd: u32, l_typ
 const UNDESCRIBED: u32 = 0;
 
 /// The current thread's parked lock call reached the kernel's lock code, which knows the file:
-/// its identity, the lock's owner (the same `fl_owner` its release will carry), the address of
-/// its name (0 if unknown; not an `Option`, whose unset payload register the verifier refuses to
-/// see copied) and `file` (for the path). A call on a file the filters leave out is dropped here; one that never
-/// gets here (refused before: EBADF, EINVAL) is dropped at exit. Only the first attempt of a call
-/// describes it; the retries after a wait find it described.
-pub(super) fn describe_call(cfg: &Config, id: &HeldKey, file: u64, name: u64) -> Outcome {
+/// `read` gives its identity with the lock's owner (the same `fl_owner` its release will carry),
+/// the `struct file` (for the path) and the address of its name (0 if unknown). It runs only for a
+/// parked call, so other threads' lock calls cost no reads. A call on a file the filters leave out
+/// is dropped here; one that never gets here (refused before the lock code) is dropped at exit.
+/// Only the first attempt of a call describes it; the retries after a wait find it described.
+#[inline(always)]
+pub(super) fn describe_call(
+    cfg: &Config,
+    read: impl FnOnce() -> Option<(HeldKey, u64, u64)>,
+) -> Outcome {
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = PENDING.get_ptr_mut(&pid_tgid).ok_or(Miss::Ignored)?;
     // SAFETY: the lookup succeeded; the entry is keyed by the current thread, so only this
     // thread's programs (this one, now) touch it.
     let ev = unsafe { &mut *ev };
     require(ev.kind == UNDESCRIBED)?;
+    let Some((id, file, name)) = read() else {
+        let _ = PENDING.remove(&pid_tgid);
+        return Err(Miss::ReadFailed);
+    };
     ev.dev = id.dev;
     ev.ino = id.ino;
     ev.owner = id.owner;

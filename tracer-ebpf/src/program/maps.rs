@@ -12,14 +12,23 @@ use tracer_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// Lock calls in flight, by `pid_tgid`.
+/// Lock calls in flight, by `pid_tgid`. Sized by the loader (one entry in summary mode).
 #[map]
-pub static PENDING: HashMap<u64, Event> = HashMap::with_max_entries(16384, 0);
+pub static PENDING: HashMap<u64, Event> = HashMap::with_max_entries(1, 0);
 
-/// Summary mode: when each thread's current lock request was first deferred (its wait began), by
-/// `pid_tgid`; only requests that had to wait have an entry.
+/// Summary mode: the lock request each thread is waiting for, by `pid_tgid`, from its first
+/// deferral. Sized by the loader (one entry in event mode).
 #[map]
-pub static WAITING: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+pub static WAITING: HashMap<u64, Waiting> = HashMap::with_max_entries(1, 0);
+
+/// A value of [`WAITING`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Waiting {
+    pub since_ns: u64,
+    /// The `struct file_lock *` of the request (the same one through all its attempts).
+    pub request: u64,
+}
 
 /// Locks currently held by a traced owner; releases of anything else are ignored.
 #[map]

@@ -38,22 +38,22 @@ fn try_posix_lock_inode(ctx: &TracePointContext) -> Outcome {
     // stack took the combined stack of it and its calls past the verifier's 512 bytes on kernels
     // before 6.13.
     let l_type = tp_field::<u8>(ctx, o.pl_type).unwrap_or(0) as u32;
-    let ret = tp_field::<i32>(ctx, o.pl_ret).unwrap_or(-1);
-    let key = HeldKey {
+    let key = || HeldKey {
         dev: tp_field::<u32>(ctx, o.pl_dev).unwrap_or(0) as u64,
         ino: tp_field::<u64>(ctx, o.pl_ino).unwrap_or(0),
         owner: tp_field::<u64>(ctx, o.pl_owner).unwrap_or(0),
     };
     if l_type != F_UNLCK {
-        let file = tp_field::<u64>(ctx, o.pl_request)
-            .and_then(|request| read_at::<u64>(request, o.flock_file))
-            .ok_or(Miss::ReadFailed)?;
-        return describe_call(cfg, &key, file, name_of(cfg, file).unwrap_or(0));
+        return describe_call(cfg, || {
+            let request = tp_field::<u64>(ctx, o.pl_request)?;
+            let file = read_at::<u64>(request, o.flock_file)?;
+            Some((key(), file, name_of(cfg, file).unwrap_or(0)))
+        });
     }
-    require(ret == 0)?;
+    require(tp_field::<i32>(ctx, o.pl_ret) == Some(0))?;
     let task_flags = read_at::<u32>(current_task(), o.task_flags).unwrap_or(0);
     let request_flags = tp_field::<u32>(ctx, o.pl_flags).unwrap_or(0);
-    released(&key, release_kind(task_flags, request_flags))
+    released(&key(), release_kind(task_flags, request_flags))
 }
 
 /// How a lock was released, from the releasing task's flags and the unlock request's.

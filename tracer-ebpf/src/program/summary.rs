@@ -3,9 +3,9 @@
 //! event. Only a new file's path crosses the ring buffer. What a lock attempt means is decided in
 //! `filelock`, which calls in here.
 //!
-//! Updates are plain read-modify-writes of this CPU's slot, as the drop counters are: programs run
-//! with migration disabled and do not nest on one CPU (the BPF target has no 64-bit atomic add to
-//! guard against a preempted fentry program anyway).
+//! Updates are plain read-modify-writes of this CPU's slot, as the drop counters are: the programs
+//! run from tracepoints, with preemption off, and do not nest on one CPU (and the BPF target has no
+//! 64-bit atomic add for per-CPU memory anyway).
 
 use aya_ebpf::{helpers::bpf_get_current_comm, maps::PerCpuHashMap};
 use tracer_common::{
@@ -74,7 +74,10 @@ pub(super) fn lock_result(
         add(tries, 1);
         if blocking {
             sample(&raw mut (*totals).wait, waited);
-            shares(key, WAIT, tgid, waited)?;
+            // A full map costs the share, not the news that the lock is new (its path).
+            if let Err(miss) = shares(key, WAIT, tgid, waited) {
+                miss.counted();
+            }
         }
     }
     Ok(new)
@@ -90,7 +93,7 @@ pub(super) fn hold(dev: u64, ino: u64, info: &HeldInfo, tgid: u32, now: u64) -> 
     };
     let (totals, _) = slot(&SUMMARY_LOCKS, &key, &EMPTY_LOCK)?;
     let held = now.saturating_sub(info.since_ns);
-    // SAFETY: as in `lock_call`.
+    // SAFETY: as in `lock_result`.
     unsafe { sample(&raw mut (*totals).hold, held) };
     shares(&key, HOLD, tgid, held)
 }
@@ -104,7 +107,7 @@ fn shares(key: &LockKey, metric: u32, tgid: u32, ns: u64) -> Outcome {
         which: bucket_of(ns),
     };
     let (b, _) = slot(&SUMMARY_BUCKETS, &bucket, &EMPTY_BUCKET)?;
-    // SAFETY: as in `lock_call`.
+    // SAFETY: as in `lock_result`.
     unsafe {
         add(&raw mut (*b).count, 1);
         add(&raw mut (*b).total_ns, ns);
@@ -127,7 +130,7 @@ fn shares(key: &LockKey, metric: u32, tgid: u32, ns: u64) -> Outcome {
             SUMMARY_ACTORS.get_ptr_mut(&actor).ok_or(Miss::MapFull)?
         }
     };
-    // SAFETY: as in `lock_call`.
+    // SAFETY: as in `lock_result`.
     unsafe {
         add(&raw mut (*a).count, 1);
         add(&raw mut (*a).total_ns, ns);
