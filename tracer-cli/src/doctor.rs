@@ -149,18 +149,18 @@ pub fn diagnose() -> Diagnosis {
             attach::attach_lock_code(&mut ebpf),
             "BTF tracepoints on the kernel's lock code loaded and attached (trial)",
         ));
-        for candidate in [AttachMode::Fentry, AttachMode::Tracepoint] {
+        for (candidate, name) in [
+            (AttachMode::Fentry, "fentry"),
+            (AttachMode::Tracepoint, "tracepoints"),
+        ] {
             let mut result = attach::attach_lock_calls(&mut ebpf, candidate);
             if result.is_ok() && mode.is_none() {
                 mode = Some(candidate);
             }
-            let name = match candidate {
-                AttachMode::Fentry => "fentry",
-                AttachMode::Tracepoint | AttachMode::TpBtf => {
-                    result = result.and_then(|()| attach::attach_classic_lock_code(&mut ebpf));
-                    "tracepoints"
-                }
-            };
+            if candidate == AttachMode::Tracepoint {
+                // `--attach tracepoint` also takes the classic hook on the kernel's lock code.
+                result = result.and_then(|()| attach::attach_classic_lock_code(&mut ebpf));
+            }
             checks.push(trial(name, result, "loaded and attached (trial)"));
         }
         // Its own object: the verifier checks only the code the configuration leaves reachable.

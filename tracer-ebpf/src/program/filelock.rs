@@ -44,16 +44,7 @@ fn try_posix_lock_inode(ctx: &BtfTracePointContext) -> Outcome {
         require(ret == 0)?;
         let key = held_key(cfg, inode, request);
         return if summarized {
-            // Only locks seen being taken are released.
-            let info = HELD.get_ptr(&key).ok_or(Miss::Ignored)?;
-            // SAFETY: the lookup succeeded; the entry is copied at once, and the copy is used only
-            // by the thread whose remove below succeeds.
-            let info = unsafe { *info };
-            // Two threads of the owner can release at once (closing two fds of the file): the
-            // hold is counted by the one that removes it.
-            HELD.remove(&key).map_err(|_| Miss::Ignored)?;
-            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            summary::hold(key.dev, key.ino, &info, tgid, now_ns())
+            released(&key)
         } else {
             let o = &cfg.offsets;
             let task_flags = load(current_task_btf(), o.task_flags);
@@ -65,14 +56,8 @@ fn try_posix_lock_inode(ctx: &BtfTracePointContext) -> Outcome {
         return attempt(cfg, inode, request, lock_type, ret);
     }
     describe_call(cfg, || {
-        let o = &cfg.offsets;
-        let file: u64 = load(request, o.flock_file);
-        let dentry: u64 = load(file, o.file_dentry);
-        Some((
-            held_key(cfg, inode, request),
-            file,
-            load(dentry, o.dentry_name),
-        ))
+        let file: u64 = load(request, cfg.offsets.flock_file);
+        Some((held_key(cfg, inode, request), file, name_addr(cfg, file)))
     })
 }
 
@@ -174,15 +159,15 @@ fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> 
     let file: u64 = load(request, o.flock_file);
     let named = filter_by_name(cfg);
     if named {
-        let dentry: u64 = load(file, o.file_dentry);
-        set_name(Some(load(dentry, o.dentry_name)), ev);
+        set_name(Some(name_addr(cfg, file)), ev);
     }
     file_wanted(cfg, ev)?;
     if ret == FILE_LOCK_DEFERRED {
         return wait_started(pid_tgid, request, now);
     }
     if ret == 0 {
-        granted(held_key(cfg, inode, request), lock_type, tgid, now);
+        let owner = load(request, o.flock_owner);
+        granted(owned(&key, owner), lock_type, tgid, now);
     }
     // The path goes out with a lock file's first totals (once per file: `send_path_once`), so the
     // many calls after pay no check for it.
@@ -190,6 +175,20 @@ fn attempt(cfg: &Config, inode: u64, request: u64, lock_type: u32, ret: i32) -> 
         send_path_once(cfg, file, ev, named)?;
     }
     Ok(())
+}
+
+/// Summary mode: the owner of `key` released it; the hold ends now. Only locks seen being taken
+/// are released.
+fn released(key: &HeldKey) -> Outcome {
+    let info = HELD.get_ptr(key).ok_or(Miss::Ignored)?;
+    // SAFETY: the lookup succeeded; the entry is copied at once, and the copy is used only by the
+    // thread whose remove below succeeds.
+    let info = unsafe { *info };
+    // Two threads of the owner can release at once (closing two fds of the file): the hold is
+    // counted by the one that removes it.
+    HELD.remove(key).map_err(|_| Miss::Ignored)?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    summary::hold(key.dev, key.ino, &info, tgid, now_ns())
 }
 
 /// Summary mode: `key` is held as `lock_type` from `now`. A lock its owner takes again is converted:
@@ -233,12 +232,25 @@ fn lock_key(cfg: &Config, inode: u64, lock_type: u32) -> LockKey {
 }
 
 fn held_key(cfg: &Config, inode: u64, request: u64) -> HeldKey {
-    let (dev, ino) = identity(cfg, inode);
+    owned(
+        &lock_key(cfg, inode, 0),
+        load(request, cfg.offsets.flock_owner),
+    )
+}
+
+/// The `HELD` key of `key`'s file locked by `owner`.
+fn owned(key: &LockKey, owner: u64) -> HeldKey {
     HeldKey {
-        dev,
-        ino,
-        owner: load(request, cfg.offsets.flock_owner),
+        dev: key.dev,
+        ino: key.ino,
+        owner,
     }
+}
+
+/// The address of `file`'s basename (`file->f_path.dentry->d_name.name`).
+fn name_addr(cfg: &Config, file: u64) -> u64 {
+    let dentry: u64 = load(file, cfg.offsets.file_dentry);
+    load(dentry, cfg.offsets.dentry_name)
 }
 
 /// The inode's `s_dev` and `i_ino`, as the lock-call hooks read them from the file.
